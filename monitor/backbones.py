@@ -1,0 +1,155 @@
+"""Frame backbones: uint8 RGB frames [N, H, W, 3] -> float32 embeddings [N, D].
+
+One builder per backbone with the same signature, each with its own preprocessing next to
+it (as Keras applications do). Keras backbones run as one compiled `tf.function` with a
+batch-agnostic input signature: eager Keras calls cost ~200 ms each and a fixed signature
+never retraces. TensorFlow places them on a GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from monitor.errors import UserError
+from monitor.logs import kv
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+log = logging.getLogger("monitor.backbones")
+
+KERAS_BACKBONES = {"inception_v3": 75, "mobilenet_v2": 32}  # name -> smallest input side
+BACKBONES = (*KERAS_BACKBONES, "tflite")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    input_size: tuple[int, int]  # (height, width)
+    dim: int
+    embed: Callable[[np.ndarray], np.ndarray]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_backbone(name: str, weights: str, input_size: tuple[int, int] | None = None, seed: int = 0,
+                   where: str = "backbone") -> Backbone:
+    """Build a backbone. `weights`: 'imagenet', 'none' (seeded random init: tests and demos) or a file path.
+
+    >>> bb = build_backbone("inception_v3", "none", (75, 75))
+    >>> bb.embed(np.zeros((2, 75, 75, 3), np.uint8)).shape
+    (2, 2048)
+    """
+    if name == "tflite":
+        return _tflite(Path(weights), where)
+    if name not in KERAS_BACKBONES:
+        raise UserError(f"{where}.name: unknown backbone '{name}' (expected one of {', '.join(BACKBONES)})")
+    size = input_size or ((299, 299) if name == "inception_v3" else (224, 224))
+    if min(size) < KERAS_BACKBONES[name]:
+        raise UserError(f"{where}.input_size: {name} needs at least {KERAS_BACKBONES[name]}x{KERAS_BACKBONES[name]}, got {size[0]}x{size[1]}")
+    return _keras(name, weights, size, seed, where)
+
+
+def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+    import keras
+    import tensorflow as tf
+
+    app, preprocess = {
+        "inception_v3": (keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input),
+        "mobilenet_v2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input),
+    }[name]
+    shape = (*size, 3)
+    if weights == "none":
+        keras.utils.set_random_seed(seed)  # the same random backbone in training and at run time
+        model = app(include_top=False, weights=None, input_shape=shape, pooling="avg")
+    elif weights == "imagenet":
+        try:
+            model = app(include_top=False, weights="imagenet", input_shape=shape, pooling="avg")
+        except Exception as exc:  # no internet on an air-gapped site
+            raise UserError(f"{where}.weights: cannot get ImageNet weights for {name} ({exc}); "
+                            "copy the weights file to the site and give its path") from None
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"{where}.weights: file not found: {path}")
+        model = app(include_top=False, weights=None, input_shape=shape, pooling="avg")
+        try:
+            model.load_weights(str(path))
+        except Exception as exc:
+            raise UserError(f"{where}.weights: {path} is not {name} weights: {exc}") from None
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8)], jit_compile=False)
+    def embed_graph(frames):
+        return model(preprocess(tf.cast(frames, tf.float32)), training=False)
+
+    def embed(frames: np.ndarray) -> np.ndarray:
+        return embed_graph(frames).numpy()
+
+    devices = [d.device_type for d in tf.config.list_logical_devices()]
+    log.info(kv(event="backbone_built", backbone=name, weights=_shown(weights), input=f"{size[0]}x{size[1]}",
+                dim=model.output_shape[-1], devices=",".join(devices)))
+    return Backbone(name, size, int(model.output_shape[-1]), embed)
+
+
+def _shown(weights: str) -> str:
+    return weights if weights in ("none", "imagenet") else Path(weights).name
+
+
+def _interpreter(path: Path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # older installs: TensorFlow's own (deprecated) copy
+        from tensorflow.lite import Interpreter
+    return Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+
+
+def _tflite(path: Path, where: str) -> Backbone:
+    """Any TFLite feature extractor: input size and dtype are read from the model, output dequantized.
+
+    Such models have a fixed batch of 1, so frames are run one by one (on CPU the batch
+    barely changes TFLite's throughput).
+    """
+    if not path.is_file():
+        raise UserError(f"{where}.weights: file not found: {path}")
+    try:
+        interp = _interpreter(path)
+        interp.allocate_tensors()
+    except Exception as exc:
+        raise UserError(f"{where}.weights: {path} is not a TFLite model: {exc}") from None
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
+        raise UserError(f"{where}.weights: {path} takes input {list(inp['shape'])}, expected [1, H, W, 3] images")
+    height, width = int(inp["shape"][1]), int(inp["shape"][2])
+    in_dtype = inp["dtype"]
+    out_scale, out_zero = out.get("quantization", (0.0, 0))
+    dim = int(np.prod(out["shape"][1:]))
+
+    def to_input(frame: np.ndarray) -> np.ndarray:
+        if in_dtype == np.uint8:
+            return frame[None]  # quantized models take raw pixels: their input scale maps them
+        if in_dtype == np.int8:
+            return (frame.astype(np.int16) - 128).astype(np.int8)[None]
+        return (frame.astype(np.float32) / 127.5 - 1.0)[None]
+
+    def embed(frames: np.ndarray) -> np.ndarray:
+        vectors = np.empty((len(frames), dim), np.float32)
+        for i, frame in enumerate(frames):
+            interp.set_tensor(inp["index"], to_input(frame))
+            interp.invoke()
+            raw = interp.get_tensor(out["index"]).reshape(dim).astype(np.float32)
+            vectors[i] = (raw - out_zero) * out_scale if out_scale else raw
+        return vectors
+
+    log.info(kv(event="backbone_built", backbone="tflite", weights=path.name, input=f"{height}x{width}", dim=dim))
+    return Backbone("tflite", (height, width), dim, embed)

@@ -1,0 +1,74 @@
+"""Validate a whole site before running it: config, model bundle, rules, cameras, storage.
+
+Every problem is collected, so a user fixes them all in one round instead of one per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor.bundle import Bundle, load_bundle
+from monitor.config import CameraConfig, Site, load_site
+from monitor.errors import UserError
+from monitor.logs import redact_url
+from monitor.rules import RuleSet, load_rules
+from monitor.sources import SourceSettings, probe
+from monitor.store import normalize_url
+
+
+@dataclass(frozen=True)
+class CheckedSite:
+    site: Site
+    bundle: Bundle
+    rules: RuleSet
+
+
+def source_settings(site: Site, cam: CameraConfig, bundle: Bundle, size: tuple[int, int]) -> SourceSettings:
+    rc = site.config.reconnect
+    return SourceSettings(
+        camera=cam.id, location=site.camera_location(cam), is_network=cam.is_network, size=size,
+        sample_fps=cam.sample_fps or bundle.manifest.window.sample_fps, loop=cam.loop, realtime=cam.realtime,
+        stall_seconds=cam.stall_seconds, open_timeout=cam.open_timeout_seconds,
+        backoff_initial=rc.initial_seconds, backoff_max=rc.max_seconds)
+
+
+def camera_problems(site: Site, probe_network: bool) -> list[str]:
+    """File cameras must exist and decode; network cameras are opened only when asked."""
+    problems = []
+    for i, cam in enumerate(site.config.cameras):
+        where = f"{site.path}: cameras[{i}].url"
+        location = site.camera_location(cam)
+        if not cam.is_network and not Path(location).is_file():
+            problems.append(f"{where}: file not found: {location}")
+            continue
+        if cam.is_network and not probe_network:
+            continue
+        error = probe(location, cam.open_timeout_seconds)
+        if error:
+            problems.append(f"{where}: {redact_url(location)}: {redact_url(error)}")
+    return problems
+
+
+def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
+    """Raise UserError listing every problem found; return the loaded pieces when all is well."""
+    site = load_site(path)
+    problems: list[str] = []
+    bundle = rules = None
+    try:
+        bundle = load_bundle(site.model_dir)
+    except UserError as err:
+        problems += [f"{site.path}: model: {p}" for p in err.problems]
+    if bundle is not None:
+        try:
+            rules = load_rules(site.rule_files, bundle.labels, bundle.manifest.groups)
+        except UserError as err:
+            problems += err.problems
+    try:
+        normalize_url(site.database_url)
+    except UserError as err:
+        problems += [f"{site.path}: {p}" for p in err.problems]
+    problems += camera_problems(site, probe_network)
+    if problems:
+        raise UserError(problems)
+    return CheckedSite(site, bundle, rules)

@@ -1,0 +1,137 @@
+"""The site configuration (site.yaml): one pydantic schema validated up front.
+
+Relative paths are resolved against the directory of site.yaml. Secrets come from the
+environment through `${VAR}` and are never logged: see `monitor.logs.redact_url`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from monitor.yamlfile import load_model
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
+CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(_Strict):
+    id: CameraId
+    url: str = Field(min_length=1)
+    zone: str | None = None
+    enabled: bool = True
+    loop: bool = False  # files only: start again at the end
+    realtime: bool = True  # files only: play at the native frame rate, like a live camera
+    sample_fps: float | None = Field(default=None, gt=0, le=60)  # default: the model bundle's
+    queue_size: int = Field(default=16, ge=1, le=1024)
+    stall_seconds: float = Field(default=10.0, gt=0)  # no frame for this long = stalled
+    open_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_form(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme.lower()
+        if "://" in url and scheme not in NETWORK_SCHEMES and scheme != "file":
+            raise ValueError(f"unsupported scheme '{scheme}://' (expected one of {', '.join(NETWORK_SCHEMES)} or a file path)")
+        if scheme in NETWORK_SCHEMES and not urlsplit(url).hostname:
+            raise ValueError("URL has no host")
+        return url
+
+    @property
+    def is_network(self) -> bool:
+        return urlsplit(self.url).scheme.lower() in NETWORK_SCHEMES
+
+
+class StorageConfig(_Strict):
+    url: str = "sqlite:///violations.db"
+    evidence_dir: str = "evidence"
+
+
+class MetricsConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (tests)
+
+
+class InferenceConfig(_Strict):
+    max_batch: int = Field(default=32, ge=1, le=256)
+    max_wait_ms: float = Field(default=50.0, ge=0, le=5000)
+
+
+class ReconnectConfig(_Strict):
+    initial_seconds: float = Field(default=1.0, gt=0)
+    max_seconds: float = Field(default=60.0, gt=0)
+
+
+class SiteConfig(_Strict):
+    site: str = Field(min_length=1)
+    model: str
+    rules: list[str] = Field(default_factory=list)
+    storage: StorageConfig = StorageConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    inference: InferenceConfig = InferenceConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+    cameras: list[CameraConfig] = Field(min_length=1)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for cam in cameras:
+            if cam.id in seen:
+                raise ValueError(f"camera id '{cam.id}' is used twice")
+            seen.add(cam.id)
+        return cameras
+
+
+class Site:
+    """A validated site.yaml with its paths resolved and its content hash."""
+
+    def __init__(self, path: Path, config: SiteConfig):
+        self.path = path
+        self.config = config
+        self.base = path.parent
+        self.hash = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.resolve(self.config.model)
+
+    @property
+    def rule_files(self) -> list[Path]:
+        return [self.resolve(r) for r in self.config.rules]
+
+    @property
+    def cameras(self) -> list[CameraConfig]:
+        return [c for c in self.config.cameras if c.enabled]
+
+    def camera_location(self, camera: CameraConfig) -> str:
+        """A file camera's absolute path; a network camera's URL unchanged."""
+        if camera.is_network:
+            return camera.url
+        return str(self.resolve(camera.url.removeprefix("file://")))
+
+    @property
+    def database_url(self) -> str:
+        """SQLite paths are relative to site.yaml, like every other path in it."""
+        url = self.config.storage.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and url != "sqlite:///:memory:" and not url.startswith("sqlite:////"):
+            return prefix + str(self.resolve(url[len(prefix):]))
+        return url
+
+
+def load_site(path: str | Path) -> Site:
+    path = Path(path)
+    return Site(path, load_model(SiteConfig, path, env=True))

@@ -1,0 +1,170 @@
+"""The daemon: wires the stages of the data flow and runs them until stopped.
+
+CameraSource (thread per camera) -> FrameQueues -> Embedder (one thread) -> embeddings queue
+-> analysis thread (WindowBuffers -> Classifier -> RuleEngine) -> StoreWriter (one thread)
+and Prometheus. Shutdown drains in flow order: sources stop, queued frames are embedded,
+windows classified, open episodes closed, and the store flushed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.check import CheckedSite, source_settings
+from monitor.classifier import Classifier
+from monitor.embedding import Embedder
+from monitor.framequeue import FrameQueues
+from monitor.logs import kv
+from monitor.metrics import Metrics, describe_build
+from monitor.records import Embedding, ViolationEvent
+from monitor.rules import RuleEngine
+from monitor.sources import CameraSource, SourceHooks
+from monitor.store import Provenance, StoreWriter, shown_url
+from monitor.windows import WindowBuffers
+
+log = logging.getLogger("monitor.daemon")
+SHUTDOWN_SECONDS = 8.0  # SIGTERM to exit must stay under 10 s
+
+
+@dataclass
+class RunSummary:
+    metrics_url: str
+    database: str
+    violations: Counter = field(default_factory=Counter)  # rule -> episodes opened this run
+    unflushed: int = 0
+
+
+class Daemon:
+    def __init__(self, checked: CheckedSite):
+        self.site, self.bundle, self.ruleset = checked.site, checked.bundle, checked.rules
+        cfg = self.site.config
+        self.cameras = self.site.cameras
+        self.metrics = Metrics()
+        self.backbone = self.bundle.build_backbone()
+        window = self.bundle.manifest.window
+        self.classifier = Classifier(self.bundle.head_file, self.bundle.labels, window.frames, self.backbone.dim)
+        self.engine = RuleEngine(self.ruleset, {c.id: c.zone for c in self.cameras})
+        names = [c.id for c in self.cameras]
+        self.queues = FrameQueues(names, {c.id: c.queue_size for c in self.cameras},
+                                  on_drop=lambda cam: self.metrics.frames_dropped.labels(cam).inc())
+        self._sources_stop = threading.Event()
+        self._embedder_done = threading.Event()
+        self._embeddings: queue.Queue[list[Embedding]] = queue.Queue(maxsize=256)
+        self.embedder = Embedder(self.backbone, self.queues, cfg.inference.max_batch, cfg.inference.max_wait_ms,
+                                 self._embeddings.put, self._sources_stop, self._observe_batch)
+        self.sources = [CameraSource(source_settings(self.site, c, self.bundle, self.backbone.input_size),
+                                     self._hooks(), self._sources_stop) for c in self.cameras]
+        max_gap = 3.0 * max(1.0 / s.s.sample_fps for s in self.sources) + 1.0
+        self.windows = WindowBuffers(window.frames, window.stride, max_gap)
+        prov = Provenance(cfg.site, self.bundle.hash, self.ruleset.hash, self.site.hash)
+        self.writer = StoreWriter(self.site.database_url, prov, stored=self._stored,
+                                  failed=self.metrics.store_errors.inc)
+        self.summary = RunSummary("", shown_url(self.site.database_url))
+        self._analysis = threading.Thread(target=self._analyze, name="analysis", daemon=True)
+        self.metrics.init_labels(names, self.bundle.labels, self.ruleset.severities())
+        describe_build(self.metrics, site=cfg.site, model=self.bundle.hash, rules=self.ruleset.hash,
+                       config=self.site.hash[:16], host=socket.gethostname())
+
+    def _hooks(self) -> SourceHooks:
+        m = self.metrics
+
+        def decoded(cam: str, ts: float) -> None:
+            m.frames_decoded.labels(cam).inc()
+            m.last_frame.labels(cam).set(ts)
+
+        def frame(f) -> None:
+            m.frames_sampled.labels(f.camera).inc()
+            self.queues.put(f)
+
+        return SourceHooks(
+            frame=frame, decoded=decoded,
+            decode_error=lambda cam: m.decode_errors.labels(cam).inc(),
+            up=lambda cam, up: m.camera_up.labels(cam).set(1 if up else 0),
+            reconnect=lambda cam: m.reconnects.labels(cam).inc(),
+            stall=lambda cam: m.stalls.labels(cam).inc())
+
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.inference_seconds.observe(seconds)
+
+    def _stored(self, event: ViolationEvent) -> None:
+        self.metrics.store_writes.inc()
+        self.metrics.store_pending.set(self.writer.pending())
+        if event.kind == "opened":
+            self.metrics.latency.observe(time.monotonic() - event.mono)
+
+    def _emit(self, events: list[ViolationEvent]) -> None:
+        for event in events:
+            if event.kind == "opened":
+                self.metrics.violations.labels(event.camera, event.rule, event.severity).inc()
+                self.summary.violations[event.rule] += 1
+            if event.kind != "updated":
+                log.info(kv(event=f"violation_{event.kind}", rule=event.rule, camera=event.camera,
+                            severity=event.severity, action=event.action, confidence=round(event.confidence, 3),
+                            episode=event.episode_id))
+            self.writer.put(event)
+        self.metrics.open_episodes.set(self.engine.open_count())
+        self.metrics.store_pending.set(self.writer.pending())
+
+    def _analyze(self) -> None:
+        while True:
+            try:
+                batch = self._embeddings.get(timeout=0.2)
+            except queue.Empty:
+                if self._embedder_done.is_set():
+                    return
+                continue
+            for e in batch:
+                self.metrics.embeddings.labels(e.camera).inc()
+            windows = [w for w in map(self.windows.push, batch) if w is not None]
+            if not windows:
+                continue
+            start = time.perf_counter()
+            predictions = self.classifier.predict(windows)
+            self.metrics.classifier_seconds.observe(time.perf_counter() - start)
+            for p in predictions:
+                self.metrics.predictions.labels(p.camera, p.top[0]).inc()
+                self._emit(self.engine.observe(p))
+
+    def run(self, stop: threading.Event, duration: float | None = None) -> RunSummary:
+        cfg = self.site.config
+        port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host
+        self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
+        self.writer.thread.start()
+        self.embedder.warm_up()
+        self.classifier.probabilities(np.zeros((1, self.windows.frames, self.backbone.dim), np.float32))
+        self.embedder.thread.start()
+        self._analysis.start()
+        for source in self.sources:
+            source.start()
+        log.info(kv(event="daemon_started", site=cfg.site, cameras=len(self.sources), model=self.bundle.hash,
+                    rules=self.ruleset.hash, metrics=self.summary.metrics_url, database=self.summary.database))
+        stop.wait(duration)
+        self._shutdown()
+        return self.summary
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
+        log.info(kv(event="daemon_stopping", queued_frames=len(self.queues)))
+        self._sources_stop.set()
+        for source in self.sources:
+            source.join(min(1.0, left()))
+        self.embedder.thread.join(left() * 0.4)
+        self._embedder_done.set()
+        self._analysis.join(left() * 0.3)
+        self._emit(self.engine.close_all(time.time(), time.monotonic()))
+        if not self.writer.close(left()):
+            self.summary.unflushed = self.writer.pending()
+            log.error(kv(event="store_not_flushed", pending=self.summary.unflushed))
+        self.metrics.close()
+        log.info(kv(event="daemon_stopped", violations=sum(self.summary.violations.values())))

@@ -1,0 +1,139 @@
+"""`har-monitor demo`: a self-contained demo site built from synthetic clips, then run.
+
+Builds, in DIR: training clips of a stick figure (idle, wave, walk, fall, get_up: fall and
+get_up are the same frames in opposite order, so only a temporal model can tell them apart),
+a GRU head trained on their InceptionV3 features, a model bundle, a rules file, two looping
+camera clips and a site.yaml; then runs the daemon on it. The backbone uses random weights
+(`weights: none`) at a small input size so it runs anywhere; real sites use ImageNet weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from monitor import synthetic
+from monitor.backbones import build_backbone
+from monitor.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
+from monitor.logs import kv
+from monitor.training import clip_features, fit_head, windows_dataset
+
+log = logging.getLogger("monitor.demo")
+
+INPUT_SIZE = (107, 107)  # InceptionV3 at a small input: fast on a 2-core CPU
+WINDOW = WindowSpec(frames=8, sample_fps=4.0, stride=2)  # 2 s windows, one every 0.5 s
+CLIP_FPS = 12.0
+CLIP_SIZE = (240, 320)
+CLIPS_PER_CLASS = 16  # per camera
+CLIP_FRAMES = 30  # 2.5 s: each training clip holds a few windows
+RULES = {"rules": [
+    {"id": "person-fell", "title": "A person fell on the production floor", "severity": "critical",
+     "when": {"action": "fall", "min_confidence": 0.6, "for_windows": 2}, "cooldown": "10s"},
+    {"id": "waving-in-cleanroom", "title": "Arm waving near open product (shedding risk)", "severity": "minor",
+     "applies_to": {"zones": ["cleanroom-*"]},
+     "when": {"action": "wave", "min_confidence": 0.7, "for_windows": 3}, "cooldown": "20s"},
+]}
+SCENES = {  # camera id -> (zone, what the person does, seed)
+    "line-1": ("cleanroom-a", [("idle", 3), ("wave", 4), ("walk", 4), ("fall", 2.5), ("get_up", 2.5), ("idle", 3)], 101),
+    "line-2": ("packing", [("walk", 4), ("idle", 3), ("fall", 2.5), ("get_up", 2.5), ("wave", 4)], 202),
+}
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", preferred))
+            return preferred
+        except OSError:
+            s.bind(("0.0.0.0", 0))
+            return s.getsockname()[1]
+
+
+def render_training_clips(root: Path) -> list[Path]:
+    """Labelled clips from the demo's own cameras (as a site would label its own footage):
+    each camera's scene with new motions of every action. Clip c00 of each is held out."""
+    paths = []
+    for cam, (_, _, look) in SCENES.items():
+        for a, action in enumerate(synthetic.ACTIONS):
+            for k in range(CLIPS_PER_CLASS):
+                # get_up shares fall's motion seeds: the same frames in reverse order
+                motion = look * 1000 + (synthetic.ACTIONS.index("fall") if action == "get_up" else a) * 100 + k
+                path = root / action / f"{action}_{cam}_c{k:02d}.mp4"
+                frames = synthetic.render_clip(action, CLIP_FRAMES, CLIP_SIZE, motion, fps=CLIP_FPS, look_seed=look)
+                synthetic.write_video(path, frames, CLIP_FPS)
+                paths.append(path)
+    return paths
+
+
+def train_demo_model(root: Path, out: Path) -> float:
+    """Render training clips, train the GRU head, write the bundle; return held-out accuracy."""
+    start = time.monotonic()
+    paths = render_training_clips(root / "train")
+    actions = list(synthetic.ACTIONS)
+    labels = [actions.index(p.parent.name) for p in paths]
+    spec = BackboneSpec(name="inception_v3", weights="none", input_size=INPUT_SIZE, seed=0)
+    backbone = build_backbone(spec.name, spec.weights, spec.input_size, spec.seed)
+    features = [clip_features(backbone, p, WINDOW.sample_fps) for p in paths]
+    log.info(kv(event="demo_features", clips=len(paths), seconds=round(time.monotonic() - start, 1)))
+    held_out = np.array([p.stem.endswith("_c00") for p in paths])
+    split = lambda mask: windows_dataset([f for f, m in zip(features, mask) if m],  # noqa: E731
+                                         [y for y, m in zip(labels, mask) if m], WINDOW.frames, WINDOW.stride)
+    (x, y), (x_test, y_test) = split(~held_out), split(held_out)
+    model, _ = fit_head(x, y, len(actions), x_val=x_test, y_val=y_test)
+    accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
+    manifest = ModelManifest(name="demo-actions", backbone=spec, window=WINDOW, labels=actions,
+                             groups={"person_down": ["fall"]}, head=HeadSpec(kind="gru"),
+                             evaluation={"held_out_window_accuracy": round(accuracy, 4), "windows": int(len(y_test))})
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / manifest.head.file)
+    write_manifest(out, manifest)
+    log.info(kv(event="demo_model_trained", accuracy=round(accuracy, 3), seconds=round(time.monotonic() - start, 1)))
+    return accuracy
+
+
+def build_demo_site(root: Path, metrics_port: int = 9108) -> Path:
+    """Write everything the demo site needs into `root`; return the site.yaml path."""
+    root.mkdir(parents=True, exist_ok=True)
+    train_demo_model(root, root / "models" / "demo-actions")
+    (root / "rules").mkdir(exist_ok=True)
+    (root / "rules" / "demo.yaml").write_text(yaml.safe_dump(RULES, sort_keys=False), encoding="utf-8")
+    cameras = []
+    for cam, (zone, segments, seed) in SCENES.items():
+        clip = root / "clips" / f"{cam}.mp4"
+        synthetic.write_video(clip, synthetic.render_scene(segments, CLIP_FPS, CLIP_SIZE, seed), CLIP_FPS)
+        cameras.append({"id": cam, "url": f"clips/{cam}.mp4", "zone": zone, "loop": True})
+    site = {"site": "demo-plant", "model": "models/demo-actions", "rules": ["rules/demo.yaml"],
+            "storage": {"url": "sqlite:///violations.db", "evidence_dir": "evidence"},
+            "metrics": {"host": "127.0.0.1", "port": _free_port(metrics_port)},
+            "inference": {"max_batch": 16, "max_wait_ms": 50}, "cameras": cameras}
+    path = root / "site.yaml"
+    path.write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_demo(root: Path, duration: float | None, rebuild: bool = False, stop: threading.Event | None = None) -> int:
+    from monitor.check import check_site
+    from monitor.daemon import Daemon
+
+    site_path = root / "site.yaml"
+    if rebuild or not site_path.is_file():
+        print(f"building the demo site in {root} (synthetic clips, training the GRU head) ...", flush=True)
+        build_demo_site(root)
+    daemon = Daemon(check_site(site_path))
+    port = daemon.site.config.metrics.port
+    print(f"watching {len(daemon.sources)} cameras, metrics on http://127.0.0.1:{port}/metrics, "
+          f"{'Ctrl-C to stop' if duration is None else f'for {duration:g} s'}", flush=True)
+    summary = daemon.run(stop or threading.Event(), duration)
+    print("violations opened this run, by rule:")
+    for rule in (r["id"] for r in RULES["rules"]):
+        print(f"  {rule}: {summary.violations.get(rule, 0)}")
+    print(f"metrics: {summary.metrics_url}")
+    print(f"database: {summary.database}")
+    print(f"site: {site_path}  (run it again with: har-monitor run --cameras {site_path})")
+    return 0

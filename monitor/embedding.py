@@ -1,0 +1,54 @@
+"""The one inference thread: batches sampled frames across cameras through the backbone."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from monitor.backbones import Backbone
+from monitor.framequeue import FrameQueues
+from monitor.logs import kv
+from monitor.records import Embedding
+
+log = logging.getLogger("monitor.embedding")
+
+
+class Embedder:
+    """Runs until `upstream_done` is set and the queues are empty, so no sampled frame is lost at shutdown."""
+
+    def __init__(self, backbone: Backbone, queues: FrameQueues, max_batch: int, max_wait_ms: float,
+                 emit: Callable[[list[Embedding]], None], upstream_done: threading.Event,
+                 observe: Callable[[int, float], None] = lambda n, seconds: None):
+        self.backbone = backbone
+        self.queues = queues
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.emit = emit
+        self.upstream_done = upstream_done
+        self.observe = observe
+        self.thread = threading.Thread(target=self._run, name="embedder", daemon=True)
+
+    def warm_up(self) -> None:
+        """Trace and run the compiled backbone once before cameras start."""
+        h, w = self.backbone.input_size
+        self.backbone.embed(np.zeros((1, h, w, 3), np.uint8))
+
+    def _run(self) -> None:
+        while True:
+            batch = self.queues.get_batch(self.max_batch, self.max_wait)
+            if not batch:
+                if self.upstream_done.is_set() and not len(self.queues):
+                    return
+                continue
+            start = time.perf_counter()
+            try:
+                vectors = self.backbone.embed(np.stack([f.rgb for f in batch]))
+            except Exception:  # a bad batch must not stop inference for every camera
+                log.exception(kv(event="inference_failed", batch=len(batch)))
+                continue
+            self.observe(len(batch), time.perf_counter() - start)
+            self.emit([Embedding(f.camera, f.ts, f.mono, v) for f, v in zip(batch, vectors)])

@@ -1,0 +1,71 @@
+"""Prometheus metrics: prefix har_monitor_, counters end in _total, durations in _seconds.
+
+Labels are bounded sets (camera, rule, severity, action), never ids or URLs. Each camera's
+children are created at start-up so that `rate(...) == 0` alerts can fire for a silent camera.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+import monitor
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256)
+INFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        cam = ["camera"]
+        self.info = Info("har_monitor_build", "Version, model and rule set in use", registry=r)
+        self.frames_decoded = Counter("har_monitor_frames_decoded_total", "Frames decoded", cam, registry=r)
+        self.frames_sampled = Counter("har_monitor_frames_sampled_total", "Frames sampled for inference", cam, registry=r)
+        self.frames_dropped = Counter("har_monitor_frames_dropped_total", "Sampled frames dropped because the inference queue was full", cam, registry=r)
+        self.decode_errors = Counter("har_monitor_decode_errors_total", "Packets that failed to decode", cam, registry=r)
+        self.camera_up = Gauge("har_monitor_camera_up", "1 while the camera delivers frames", cam, registry=r)
+        self.reconnects = Counter("har_monitor_camera_reconnects_total", "Reconnection attempts", cam, registry=r)
+        self.stalls = Counter("har_monitor_camera_stalls_total", "Streams torn down because no frame came in time", cam, registry=r)
+        self.last_frame = Gauge("har_monitor_camera_last_frame_timestamp_seconds", "UTC time of the last decoded frame", cam, registry=r)
+        self.batch_size = Histogram("har_monitor_inference_batch_size", "Frames per backbone call", buckets=BATCH_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("har_monitor_inference_seconds", "Backbone call duration", buckets=INFER_BUCKETS, registry=r)
+        self.classifier_seconds = Histogram("har_monitor_classifier_seconds", "Temporal head call duration", buckets=INFER_BUCKETS, registry=r)
+        self.embeddings = Counter("har_monitor_embeddings_total", "Frame embeddings computed", cam, registry=r)
+        self.predictions = Counter("har_monitor_predictions_total", "Window predictions by top action", ["camera", "action"], registry=r)
+        self.violations = Counter("har_monitor_violations_total", "Violation episodes opened", ["camera", "rule", "severity"], registry=r)
+        self.open_episodes = Gauge("har_monitor_open_episodes", "Violation episodes currently open", registry=r)
+        self.latency = Histogram("har_monitor_frame_to_violation_seconds", "From frame capture to its violation being stored", buckets=LATENCY_BUCKETS, registry=r)
+        self.store_writes = Counter("har_monitor_store_writes_total", "Violation events written to the store", registry=r)
+        self.store_errors = Counter("har_monitor_store_write_errors_total", "Failed store writes (retried)", registry=r)
+        self.store_pending = Gauge("har_monitor_store_pending", "Violation events waiting to be written", registry=r)
+        self._server = None
+
+    def init_cameras(self, cameras: list[str]) -> None:
+        for c in cameras:
+            for family in (self.frames_decoded, self.frames_sampled, self.frames_dropped, self.decode_errors,
+                           self.camera_up, self.reconnects, self.stalls, self.last_frame, self.embeddings):
+                family.labels(c)
+
+    def init_labels(self, cameras: list[str], actions: list[str], rules: list[tuple[str, str]]) -> None:
+        self.init_cameras(cameras)
+        for c in cameras:
+            for a in actions:
+                self.predictions.labels(c, a)
+            for rule, severity in rules:
+                self.violations.labels(c, rule, severity)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics HTTP server; return the port it listens on."""
+        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return self._server.server_port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def describe_build(metrics: Metrics, **fields: str) -> None:
+    metrics.info.info({"version": monitor.__version__, **fields})

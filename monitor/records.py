@@ -1,0 +1,67 @@
+"""The small records passed between the stages of the data flow.
+
+Stages never import each other; they only share these frozen dataclasses.
+Times: `ts` is the capture time as UTC epoch seconds (stored), `mono` is the
+monotonic clock at capture (for latency and intervals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    camera: str
+    ts: float
+    mono: float
+    rgb: np.ndarray  # uint8 [H, W, 3], already resized to the backbone's input
+
+
+@dataclass(frozen=True)
+class Embedding:
+    camera: str
+    ts: float
+    mono: float
+    vector: np.ndarray  # float32 [D]
+
+
+@dataclass(frozen=True)
+class Window:
+    camera: str
+    t0: float
+    t1: float
+    mono: float  # capture time of the newest frame in the window
+    features: np.ndarray  # float32 [T, D]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    camera: str
+    t0: float
+    t1: float
+    mono: float
+    probs: dict[str, float]
+
+    @property
+    def top(self) -> tuple[str, float]:
+        action = max(self.probs, key=self.probs.__getitem__)
+        return action, self.probs[action]
+
+
+@dataclass(frozen=True)
+class ViolationEvent:
+    kind: Literal["opened", "updated", "closed"]
+    episode_id: str
+    rule: str
+    severity: str
+    camera: str
+    action: str
+    confidence: float  # peak confidence so far
+    started_at: float  # UTC epoch seconds
+    ended_at: float | None  # set when closed
+    mono: float  # capture time of the frame that caused this event
+    labels: dict[str, str] = field(default_factory=dict)
