@@ -63,6 +63,8 @@ class ModelManifest(_Strict):
     def _consistent(self) -> "ModelManifest":
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
+        if any(not label or len(label) > 64 for label in self.labels):
+            raise ValueError("labels must be 1 to 64 characters long")
         for group, members in self.groups.items():
             unknown = sorted(set(members) - set(self.labels))
             if unknown:

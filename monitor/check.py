@@ -11,7 +11,7 @@ from pathlib import Path
 from monitor.bundle import Bundle, load_bundle
 from monitor.config import CameraConfig, Site, load_site
 from monitor.errors import UserError
-from monitor.logs import redact_url
+from monitor.logs import redact
 from monitor.rules import RuleSet, load_rules
 from monitor.sources import SourceSettings, probe
 from monitor.store import normalize_url
@@ -46,7 +46,7 @@ def camera_problems(site: Site, probe_network: bool) -> list[str]:
             continue
         error = probe(location, cam.open_timeout_seconds)
         if error:
-            problems.append(f"{where}: {redact_url(location)}: {redact_url(error)}")
+            problems.append(f"{where}: {redact(error)}")
     return problems
 
 

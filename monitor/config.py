@@ -71,7 +71,7 @@ class ReconnectConfig(_Strict):
 
 
 class SiteConfig(_Strict):
-    site: str = Field(min_length=1)
+    site: str = Field(min_length=1, max_length=128)
     model: str
     rules: list[str] = Field(default_factory=list)
     storage: StorageConfig = StorageConfig()

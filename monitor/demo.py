@@ -55,13 +55,13 @@ def _free_port(preferred: int) -> int:
             return s.getsockname()[1]
 
 
-def render_training_clips(root: Path) -> list[Path]:
+def render_training_clips(root: Path, clips_per_class: int = CLIPS_PER_CLASS) -> list[Path]:
     """Labelled clips from the demo's own cameras (as a site would label its own footage):
     each camera's scene with new motions of every action. Clip c00 of each is held out."""
     paths = []
     for cam, (_, _, look) in SCENES.items():
         for a, action in enumerate(synthetic.ACTIONS):
-            for k in range(CLIPS_PER_CLASS):
+            for k in range(clips_per_class):
                 # get_up shares fall's motion seeds: the same frames in reverse order
                 motion = look * 1000 + (synthetic.ACTIONS.index("fall") if action == "get_up" else a) * 100 + k
                 path = root / action / f"{action}_{cam}_c{k:02d}.mp4"
@@ -71,10 +71,10 @@ def render_training_clips(root: Path) -> list[Path]:
     return paths
 
 
-def train_demo_model(root: Path, out: Path) -> float:
+def train_demo_model(root: Path, out: Path, clips_per_class: int = CLIPS_PER_CLASS) -> float:
     """Render training clips, train the GRU head, write the bundle; return held-out accuracy."""
     start = time.monotonic()
-    paths = render_training_clips(root / "train")
+    paths = render_training_clips(root / "train", clips_per_class)
     actions = list(synthetic.ACTIONS)
     labels = [actions.index(p.parent.name) for p in paths]
     spec = BackboneSpec(name="inception_v3", weights="none", input_size=INPUT_SIZE, seed=0)
@@ -97,10 +97,10 @@ def train_demo_model(root: Path, out: Path) -> float:
     return accuracy
 
 
-def build_demo_site(root: Path, metrics_port: int = 9108) -> Path:
+def build_demo_site(root: Path, metrics_port: int = 9108, clips_per_class: int = CLIPS_PER_CLASS) -> Path:
     """Write everything the demo site needs into `root`; return the site.yaml path."""
     root.mkdir(parents=True, exist_ok=True)
-    train_demo_model(root, root / "models" / "demo-actions")
+    train_demo_model(root, root / "models" / "demo-actions", clips_per_class)
     (root / "rules").mkdir(exist_ok=True)
     (root / "rules" / "demo.yaml").write_text(yaml.safe_dump(RULES, sort_keys=False), encoding="utf-8")
     cameras = []

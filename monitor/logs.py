@@ -23,6 +23,14 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact(text: str) -> str:
+    """Redact every URL inside a free text (error messages quote the URL they failed on)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
 def kv(**fields: object) -> str:
     """Format fields as `key=value`, quoting values with spaces."""
     out = []

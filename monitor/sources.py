@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 
-from monitor.logs import kv, redact_url
+from monitor.logs import kv, redact, redact_url
 from monitor.records import SampledFrame
 
 log = logging.getLogger("monitor.sources")
@@ -64,6 +64,8 @@ class FrameSampler:
         self.next: float | None = None
 
     def take(self, t: float) -> bool:
+        if self.next is not None and self.next - t > 2 * self.period:
+            self.next = None  # timestamps went backwards (stream restarted): start a new grid
         if self.next is not None and t < self.next - 1e-6:
             return False
         # Keep a regular grid, but do not try to catch up after a gap (reconnect, loop).
@@ -73,10 +75,10 @@ class FrameSampler:
 
 
 def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Iterator[float]:
-    """1, 2, 4 ... up to `maximum` seconds, each jittered to 80-120% so cameras do not reconnect in lockstep."""
+    """1, 2, 4 ... up to `maximum` seconds, each jittered down by up to 25% so cameras do not reconnect in lockstep."""
     delay = initial
     while True:
-        yield min(maximum, delay * rng.uniform(0.8, 1.2))
+        yield min(maximum, delay) * rng.uniform(0.75, 1.0)
         delay = min(maximum, delay * 2)
 
 
@@ -171,10 +173,10 @@ class CameraSource:
         try:
             self._read_stream(mine)
         except (av.FFmpegError, OSError, ValueError, av.error.EOFError) as exc:
-            self._error = f"{type(exc).__name__}: {redact_url(str(exc))}"
+            self._error = f"{type(exc).__name__}: {redact(str(exc))}"
         except Exception as exc:  # a reader must never take the process down
             log.exception(kv(event="reader_crashed", camera=self.name))
-            self._error = f"{type(exc).__name__}: {redact_url(str(exc))}"
+            self._error = f"{type(exc).__name__}: {redact(str(exc))}"
 
     def _read_stream(self, mine: Callable[[], bool]) -> None:
         s = self.s
@@ -187,12 +189,14 @@ class CameraSource:
                 stream = container.streams.video[0]
                 if not s.is_network:
                     stream.thread_type = "AUTO"  # ~1.5x faster decode; latency does not matter for files
-                last_t = offset
+                frame_period = 1.0 / float(stream.average_rate or 25)
+                last_t = offset - frame_period
                 for frame in self._frames(container, stream):
                     if not mine():
                         return
                     now = time.monotonic()
-                    t = offset + (frame.time if frame.time is not None else now)
+                    # RTSP's first frame often has no timestamp: it follows the previous one
+                    t = offset + frame.time if frame.time is not None else last_t + frame_period
                     if s.realtime and not s.is_network:
                         pace_start = pace_start if pace_start is not None else now - t
                         if self._stop.wait(max(0.0, pace_start + t - now)):
@@ -209,7 +213,6 @@ class CameraSource:
                     if sampler.take(t):
                         rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
                         self.hooks.frame(SampledFrame(self.name, ts, self._last_frame, np.ascontiguousarray(rgb)))
-                frame_period = 1.0 / float(stream.average_rate or 25)
             if s.is_network:
                 self._error = "stream ended"  # a live stream's end is a disconnect
                 return

@@ -25,6 +25,23 @@ from monitor.records import ViolationEvent
 
 log = logging.getLogger("monitor.store")
 metadata = sa.MetaData()
+SUPPORTED = ("sqlite", "postgresql")
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Timezone-aware UTC on every database (SQLite would hand back naive datetimes)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=timezone.utc)
+
 
 violations = sa.Table(
     "violations", metadata,
@@ -35,13 +52,13 @@ violations = sa.Table(
     sa.Column("severity", sa.String(16), nullable=False),
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("confidence", sa.Float, nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("started_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("ended_at", UTCDateTime()),
     sa.Column("status", sa.String(16), nullable=False),  # open | closed
     sa.Column("model_hash", sa.String(64), nullable=False),
     sa.Column("rules_hash", sa.String(64), nullable=False),
     sa.Column("config_hash", sa.String(64), nullable=False),
-    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
 )
 
 
@@ -59,22 +76,26 @@ def normalize_url(url: str) -> sa.URL:
     """Parse a database URL; plain postgresql:// uses psycopg 3 (the driver we install)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise UserError(f"storage.url: '{shown_url(url)}' is not a database URL (e.g. sqlite:///violations.db, "
                         "postgresql://user@host/db)") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        parsed.get_dialect()
+        supported = parsed.get_dialect().name in SUPPORTED
+        parsed.get_dialect().import_dbapi()  # the driver is installed
     except Exception:
-        raise UserError(f"storage.url: unsupported database '{parsed.drivername}' (expected sqlite or postgresql)") from None
+        supported = False
+    if not supported:
+        raise UserError(f"storage.url: unsupported database '{parsed.drivername}' "
+                        "(expected sqlite:///PATH or postgresql://USER@HOST/DB)")
     return parsed
 
 
 def shown_url(url: str | sa.URL) -> str:
     try:
         return (url if isinstance(url, sa.URL) else make_url(url)).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparsable>"
 
 
@@ -142,21 +163,21 @@ class StoreWriter:
 
     def _run(self) -> None:
         event = self._queue.get()
-        delay = 0.5
+        delay = min(0.5, self.backoff_max)
         while event is not None:
             try:
                 with self.engine.begin() as conn:
                     if not self._ready:
                         metadata.create_all(conn)
-                        self._ready = True
                     write_event(conn, event, self.prov)
+                self._ready = True  # only once committed: a failed first write rolls the DDL back too
             except SQLAlchemyError as exc:
                 self.failed()
                 log.warning(kv(event="store_write_failed", url=shown_url(self.engine.url), retry_in_s=delay,
-                               error=type(exc.orig or exc).__name__, pending=self.pending() + 1))
+                               error=type(getattr(exc, "orig", None) or exc).__name__, pending=self.pending() + 1))
                 time.sleep(delay)
                 delay = min(self.backoff_max, delay * 2)
                 continue
-            delay = 0.5
+            delay = min(0.5, self.backoff_max)
             self.stored(event)
             event = self._queue.get()

@@ -1,0 +1,700 @@
+#!/usr/bin/env python
+"""Benchmark of the real daemon pipeline (not a test): how close does the daemon get to the backbone?
+
+    python bench/pipeline.py [--cameras K] [--seconds N] [--input 299] [--streams 640x360,1280x720]
+
+What it measures, in one run:
+1. Baseline: the raw backbone (`build_backbone("inception_v3", "none", (S, S))`) on uint8
+   batches of 1, 8, 16, 32; the best frames/s.
+2. The daemon, in-process on a temporary site: K looping, real-time file cameras (H.264,
+   25 fps, keyframe every 2 s, one slice, transcoded from the shared Intel floor clip) whose
+   sample_fps together ask for ~1.5x what the backbone can embed, so the embedder runs flat
+   out and the queues drop the oldest frames. Sustained embeddings/s after a warm-up,
+   ratio = sustained / baseline; with a per-thread CPU profile, embedder busy time and
+   in-call throughput, so a shortfall can be attributed.
+3. Decode and resize CPU cost per frame (single-threaded PyAV loop, and as the daemon decodes).
+4. Frame-to-violation latency p50/p99 in a second phase below capacity, with a rule
+   calibrated to fire often; batch size mean and frames dropped.
+The last line printed is `ratio: X.XX` (the 640x360 ratio, else the first stream's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE_CLIP = REPO.parent / "shared" / "assets" / "videos" / "intel_one-by-one-person-detection.mp4"
+CAMERA_FPS = 25
+GOP = 50  # a keyframe every 2 s, as IP cameras are usually set
+LABELS = ["walk", "idle", "wave", "fall"]
+WINDOW_FRAMES, WINDOW_STRIDE = 16, 4
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine is shared: measure what other processes take while we measure
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Load:
+    busy: float  # machine-wide busy CPU seconds
+    own: float  # this process's CPU seconds
+    t: float
+
+    @staticmethod
+    def now() -> "Load":
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+        return Load(busy, time.process_time(), time.monotonic())
+
+    def foreign_since(self, before: "Load") -> float:
+        """% of one core used by OTHER processes between two readings."""
+        dt = self.t - before.t
+        return max(0.0, 100 * ((self.busy - before.busy) - (self.own - before.own)) / dt) if dt > 0 else 0.0
+
+
+def wait_quiet(limit: float, threshold: float = 15.0) -> float:
+    """Wait (up to `limit` s) until other processes use < threshold % of a core; return what they used last."""
+    deadline = time.monotonic() + limit
+    while True:
+        a = Load.now()
+        time.sleep(2.0)
+        foreign = Load.now().foreign_since(a)
+        if foreign < threshold or time.monotonic() >= deadline:
+            if foreign >= threshold:
+                log(f"machine still busy: other processes use {foreign:.0f}% of a core; measuring anyway")
+            return foreign
+        log(f"other processes use {foreign:.0f}% of a core; waiting for a quiet machine")
+
+
+# ---------------------------------------------------------------------------------------------
+# Clips: real-ish camera streams
+# ---------------------------------------------------------------------------------------------
+
+def _source_frames(start: float, seconds: float, size: tuple[int, int]):
+    """RGB frames of the shared clip at CAMERA_FPS (its native 10 fps cross-faded, so every
+    output frame differs as in a real 25 fps stream), scaled to size=(w, h)."""
+    import av
+
+    w, h = size
+    n_out = int(round(seconds * CAMERA_FPS))
+    with av.open(str(SOURCE_CLIP)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        src_fps = float(s.average_rate or 10)
+        total = s.frames or int(float(c.duration or 0) / 1e6 * src_fps)
+        # wrap the start so that the excerpt fits in the source
+        span = seconds * src_fps + 2
+        first = int(start * src_fps) % max(1, int(total - span)) if total > span else 0
+        prev = None
+        j = 0
+        for i, frame in enumerate(c.decode(s)):
+            if i < first:
+                continue
+            cur = frame.reformat(width=w, height=h, format="rgb24").to_ndarray().astype(np.uint16)
+            if prev is not None:
+                # output frames whose time falls in [i-1, i) source frames
+                while j < n_out and (j * src_fps / CAMERA_FPS) < (i - first):
+                    f = j * src_fps / CAMERA_FPS - (i - first - 1)
+                    wgt = int(round(f * 256))
+                    yield ((prev * (256 - wgt) + cur * wgt) >> 8).astype(np.uint8)
+                    j += 1
+                if j >= n_out:
+                    return
+            prev = cur
+
+
+def _synthetic_frames(seconds: float, size: tuple[int, int], seed: int):
+    from monitor import synthetic
+
+    w, h = size
+    segs = [("walk", 4), ("idle", 3), ("wave", 4), ("fall", 2.5), ("get_up", 2.5), ("walk", 4)]
+    total = sum(s for _, s in segs)
+    reps = max(1, math.ceil(seconds / total))
+    frames = synthetic.render_scene(segs * reps, CAMERA_FPS, (h, w), seed)
+    yield from frames[: int(round(seconds * CAMERA_FPS))]
+
+
+def camera_kbps(size: tuple[int, int]) -> int:
+    """A typical IP camera bitrate: 800 kbit/s at 640x360 (sub stream), ~2000 at 1280x720."""
+    return int(round(800 * (size[0] * size[1] / (640 * 360)) ** 0.66 / 50) * 50)
+
+
+def _with_noise(frames, size: tuple[int, int], seed: int, sigma: float = 2.0):
+    """Add sensor-like temporal noise (a camera never sends two identical frames)."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    fields = [rng.normal(0, sigma, (h, w, 3)).round().astype(np.int16) for _ in range(8)]
+    for i, rgb in enumerate(frames):
+        noisy = rgb.astype(np.int16) + fields[rng.integers(len(fields))]
+        yield np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def make_clip(path: Path, size: tuple[int, int], seconds: float, start: float, seed: int) -> dict:
+    """Write an H.264 camera-like clip: 25 fps, GOP 2 s, no B-frames, one slice per frame, a
+    camera's constant bitrate (CBR-like VBV), mild sensor noise."""
+    import av
+
+    if path.is_file():
+        return clip_info(path)
+    w, h = size
+    frames = _source_frames(start, seconds, size) if SOURCE_CLIP.is_file() else _synthetic_frames(seconds, size, seed)
+    frames = _with_noise(frames, size, seed)
+    kbps = camera_kbps(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as c:
+            s = c.add_stream("libx264", rate=Fraction(CAMERA_FPS))
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            s.codec_context.gop_size = GOP
+            s.codec_context.bit_rate = kbps * 1000
+            s.codec_context.options = {
+                "preset": "veryfast",
+                "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=0:slices=1:sliced-threads=0:"
+                               f"vbv-maxrate={kbps}:vbv-bufsize={kbps}"}
+            for rgb in frames:
+                c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+            c.mux(s.encode(None))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return clip_info(path)
+
+
+def clip_info(path: Path) -> dict:
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        dur = float(c.duration or 0) / 1e6
+        return {"frames": s.frames, "seconds": dur, "kbps": path.stat().st_size * 8 / 1000 / max(dur, 1e-9),
+                "size": f"{s.width}x{s.height}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Decode and resize cost
+# ---------------------------------------------------------------------------------------------
+
+def decode_cost(path: Path, input_size: int, threads: str) -> dict:
+    """CPU per decoded frame (process CPU time: counts FFmpeg's worker threads too) and per
+    `reformat(299x299 rgb24).to_ndarray()`; threads: 'single' or 'auto' (the daemon's files)."""
+    import av
+
+    out = {}
+    for with_resize in (False, True):
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            if threads == "single":
+                s.codec_context.thread_count = 1
+            else:
+                s.thread_type = "AUTO"
+            n, resize_cpu = 0, 0.0
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for frame in c.decode(s):
+                n += 1
+                if with_resize:
+                    r0 = time.process_time()
+                    frame.reformat(width=input_size, height=input_size, format="rgb24").to_ndarray()
+                    resize_cpu += time.process_time() - r0
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        if with_resize:
+            out["resize_ms"] = 1000 * resize_cpu / n
+        else:
+            out["decode_ms"] = 1000 * cpu / n
+            out["decode_wall_fps"] = n / wall
+            out["frames"] = n
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Baseline
+# ---------------------------------------------------------------------------------------------
+
+def baseline(backbone, sizes=(1, 8, 16, 32), min_seconds: float = 3.0, quiet: float = 0.0) -> tuple[dict[int, float], float]:
+    """Best frames/s per batch size, and the max % of a core other processes used meanwhile."""
+    h, w = backbone.input_size
+    rng = np.random.default_rng(0)
+    out, foreign = {}, 0.0
+    for n in sizes:
+        x = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        for _ in range(2):
+            backbone.embed(x)
+        if quiet:
+            wait_quiet(quiet)
+        load0 = Load.now()
+        calls, t0 = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - t0 < min_seconds:
+            backbone.embed(x)
+            calls += 1
+        out[n] = n * calls / (time.perf_counter() - t0)
+        f = Load.now().foreign_since(load0)
+        foreign = max(foreign, f)
+        log(f"baseline batch {n}: {out[n]:.1f} frames/s ({calls} calls; other processes {f:.0f}% of a core)")
+    return out, foreign
+
+
+# ---------------------------------------------------------------------------------------------
+# The site
+# ---------------------------------------------------------------------------------------------
+
+def make_bundle(root: Path, input_size: int, backbone, calib_clip: Path, calib_fps: float) -> tuple[Path, str, float, list[float]]:
+    """A bundle with the daemon's backbone and an untrained GRU head whose input is standardized
+    with real features, then a threshold on one label's probability that live windows cross
+    often (its median over calibration windows). Returns (dir, label, threshold, probs)."""
+    from monitor.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
+    from monitor.classifier import build_head
+    from monitor.sources import read_frames
+    from monitor.windows import sliding_windows
+
+    import keras
+
+    frames = read_frames(str(calib_clip), backbone.input_size, calib_fps)[:96]
+    feats = np.concatenate([backbone.embed(frames[i:i + 32]) for i in range(0, len(frames), 32)])
+    keras.utils.set_random_seed(1)
+    head = build_head("gru", WINDOW_FRAMES, backbone.dim, len(LABELS), units=128,
+                      mean=feats.mean(0), variance=feats.var(0) + 1e-6)
+    wins = sliding_windows(feats, WINDOW_FRAMES, 2)
+    probs = head.predict(wins, verbose=0)
+    label = LABELS[int(np.argmax(probs.std(0)))]  # the label whose probability moves most
+    p = probs[:, LABELS.index(label)]
+    threshold = float(np.clip(np.median(p), 1e-4, 1.0))
+    spec = BackboneSpec(name="inception_v3", weights="none", input_size=(input_size, input_size), seed=0)
+    manifest = ModelManifest(name="bench-inception", backbone=spec,
+                             window=WindowSpec(frames=WINDOW_FRAMES, sample_fps=4.0, stride=WINDOW_STRIDE),
+                             labels=LABELS, head=HeadSpec(kind="gru"))
+    out = root / "models" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    head.save(out / manifest.head.file)
+    write_manifest(out, manifest)
+    return out, label, threshold, [float(v) for v in p]
+
+
+def write_site(root: Path, name: str, clips: list[Path], bundle_dir: Path, sample_fps: float, max_batch: int,
+               max_wait_ms: float, rule: dict | None, queue_size: int | None) -> Path:
+    import yaml
+
+    site_dir = root / name
+    site_dir.mkdir(parents=True, exist_ok=True)
+    rule_files = []
+    if rule is not None:
+        (site_dir / "rules.yaml").write_text(yaml.safe_dump({"rules": [rule]}, sort_keys=False))
+        rule_files = ["rules.yaml"]
+    cams = []
+    for i, clip in enumerate(clips):
+        cam = {"id": f"cam{i}", "url": str(clip), "zone": "floor", "loop": True, "realtime": True,
+               "sample_fps": round(sample_fps, 2)}
+        if queue_size:
+            cam["queue_size"] = queue_size
+        cams.append(cam)
+    site = {"site": "bench", "model": str(bundle_dir), "rules": rule_files,
+            "storage": {"url": "sqlite:///violations.db", "evidence_dir": "evidence"},
+            "metrics": {"host": "127.0.0.1", "port": 0},
+            "inference": {"max_batch": max_batch, "max_wait_ms": max_wait_ms}, "cameras": cams}
+    path = site_dir / "site.yaml"
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the daemon and reading its metrics
+# ---------------------------------------------------------------------------------------------
+
+def snapshot(registry) -> dict[tuple, float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for m in registry.collect() for s in m.samples}
+
+
+def total(snap: dict, name: str) -> float:
+    return sum(v for (n, _), v in snap.items() if n == name)
+
+
+def hist_delta(s0: dict, s1: dict, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    """([(upper bound, cumulative count)], sum, count) of a histogram between two snapshots."""
+    buckets = []
+    for (n, labels), v in s1.items():
+        if n == name + "_bucket":
+            le = dict(labels)["le"]
+            buckets.append((float("inf") if le == "+Inf" else float(le), v - s0.get((n, labels), 0.0)))
+    buckets.sort()
+    return (buckets, total(s1, name + "_sum") - total(s0, name + "_sum"),
+            total(s1, name + "_count") - total(s0, name + "_count"))
+
+
+def hist_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus' histogram_quantile: linear interpolation inside the bucket."""
+    if not buckets or buckets[-1][1] <= 0:
+        return float("nan")
+    rank = q * buckets[-1][1]
+    lo, below = 0.0, 0.0
+    for ub, cum in buckets:
+        if cum >= rank:
+            if math.isinf(ub):
+                return lo  # in +Inf: the highest finite bound
+            return lo + (ub - lo) * ((rank - below) / (cum - below) if cum > below else 0.0)
+        lo, below = ub, cum
+    return lo
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """tid -> (group name, CPU seconds) for every live thread of this process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    py = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        name = py.get(int(tid))
+        if name is None:
+            group = f"native:{comm.rstrip('0123456789-_')}"
+            if comm == "python":
+                group = "native (unnamed: TF/Eigen/oneDNN compute pools)"
+        else:
+            group = name.split("-", 1)[0] if name.startswith(("reader-", "camera-")) else name
+            group = {"reader": "python:reader (decode+resize)", "camera": "python:camera supervisors"}.get(group, f"python:{group}")
+        out[int(tid)] = (group, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_profile(c0: dict, c1: dict, p0: float, p1: float, elapsed: float) -> dict[str, float]:
+    """% of ONE core per thread group over the interval; threads that ended count as 'exited threads'."""
+    groups: dict[str, float] = {}
+    for tid, (g, cpu) in c1.items():
+        d = cpu - (c0[tid][1] if tid in c0 else 0.0)
+        groups[g] = groups.get(g, 0.0) + d
+    groups["exited threads (e.g. FFmpeg decoders of a finished loop)"] = max(0.0, (p1 - p0) - sum(groups.values()))
+    return {g: 100 * v / elapsed for g, v in sorted(groups.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+@dataclass
+class Phase:
+    name: str
+    cameras: int
+    sample_fps: float
+    max_batch: int
+    max_wait_ms: float
+    elapsed: float = 0.0
+    embeddings: float = 0.0
+    sampled: float = 0.0
+    decoded: float = 0.0
+    dropped: float = 0.0
+    batch_mean: float = float("nan")
+    batches: float = 0.0
+    infer_busy: float = 0.0  # seconds inside backbone.embed
+    classifier_calls: float = 0.0
+    classifier_busy: float = 0.0
+    violations: float = 0.0
+    latency_hist: tuple = ()
+    latency_raw: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    process_cpu_pct: float = 0.0
+    rates: list[float] = field(default_factory=list)
+    foreign_pct: float = 0.0  # % of one core other processes used during the measurement
+
+    @property
+    def fps(self) -> float:
+        return self.embeddings / self.elapsed if self.elapsed else 0.0
+
+
+def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, nice_readers: int = 0,
+               quiet: float = 0.0) -> Phase:
+    from monitor.check import check_site
+    from monitor.daemon import Daemon
+
+    if quiet:
+        wait_quiet(quiet)
+    daemon = Daemon(check_site(site_yaml))
+    raw: list[float] = []
+    observe = daemon.metrics.latency.observe
+
+    def observe_and_keep(v: float) -> None:  # keep exact latencies too (the histogram buckets are coarse)
+        raw.append(v)
+        observe(v)
+
+    daemon.metrics.latency.observe = observe_and_keep
+    stop = threading.Event()
+    runner = threading.Thread(target=daemon.run, args=(stop,), name="bench-daemon", daemon=True)
+    reg = daemon.metrics.registry
+    t_start = time.monotonic()
+    runner.start()
+    while total(snapshot(reg), "har_monitor_embeddings_total") == 0:
+        if time.monotonic() - t_start > 120 or not runner.is_alive():
+            stop.set()
+            raise RuntimeError("the daemon produced no embedding in 120 s")
+        time.sleep(0.2)
+    if nice_readers:
+        for t in threading.enumerate():
+            if t.name.startswith("reader-"):
+                os.setpriority(os.PRIO_PROCESS, t.native_id, nice_readers)
+    log(f"{phase.name}: first embedding after {time.monotonic() - t_start:.1f} s; warming up {warmup:g} s")
+    time.sleep(warmup)
+    s0, c0, p0, t0, load0 = snapshot(reg), thread_cpu(), time.process_time(), time.monotonic(), Load.now()
+    n_raw0 = len(raw)
+    last_e, last_t = total(s0, "har_monitor_embeddings_total"), t0
+    while (now := time.monotonic()) - t0 < seconds:
+        time.sleep(min(10.0, seconds - (now - t0)))
+        e = total(snapshot(reg), "har_monitor_embeddings_total")
+        phase.rates.append((e - last_e) / (time.monotonic() - last_t))
+        last_e, last_t = e, time.monotonic()
+        log(f"{phase.name}: {time.monotonic() - t0:5.1f} s  {phase.rates[-1]:.1f} embeddings/s")
+    s1, c1, p1, t1, load1 = snapshot(reg), thread_cpu(), time.process_time(), time.monotonic(), Load.now()
+    phase.foreign_pct = load1.foreign_since(load0)
+    raw_window = raw[n_raw0:]
+    stop.set()
+    runner.join(30)
+    d = lambda name: total(s1, name) - total(s0, name)  # noqa: E731
+    phase.elapsed = t1 - t0
+    phase.embeddings = d("har_monitor_embeddings_total")
+    phase.sampled = d("har_monitor_frames_sampled_total")
+    phase.decoded = d("har_monitor_frames_decoded_total")
+    phase.dropped = d("har_monitor_frames_dropped_total")
+    _, bsum, bcount = hist_delta(s0, s1, "har_monitor_inference_batch_size")
+    phase.batch_mean, phase.batches = (bsum / bcount if bcount else float("nan")), bcount
+    _, phase.infer_busy, _ = hist_delta(s0, s1, "har_monitor_inference_seconds")
+    _, phase.classifier_busy, phase.classifier_calls = hist_delta(s0, s1, "har_monitor_classifier_seconds")
+    phase.violations = d("har_monitor_violations_total")
+    phase.latency_hist = hist_delta(s0, s1, "har_monitor_frame_to_violation_seconds")
+    phase.latency_raw = raw_window
+    phase.cpu = cpu_profile(c0, c1, p0, p1, phase.elapsed)
+    phase.process_cpu_pct = 100 * (p1 - p0) / phase.elapsed
+    return phase
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.quantile(values, q)) if values else float("nan")
+
+
+def print_phase(p: Phase, base: float, base_by_batch: dict[int, float]) -> None:
+    k = p.cameras
+    busy = p.infer_busy / p.elapsed if p.elapsed else 0.0
+    in_call = p.embeddings / p.infer_busy if p.infer_busy else float("nan")
+    near = min(base_by_batch, key=lambda b: abs(b - p.batch_mean)) if not math.isnan(p.batch_mean) else None
+    print(f"  settings: {k} cameras x sample_fps {p.sample_fps:g} = {k * p.sample_fps:.1f} frames/s asked "
+          f"({k * p.sample_fps / base:.2f}x baseline); max_batch {p.max_batch}, max_wait_ms {p.max_wait_ms:g}")
+    print(f"  sustained embeddings/s: {p.fps:.2f}  (ratio to baseline {p.fps / base:.3f}) over {p.elapsed:.0f} s;"
+          f" per 10 s: {', '.join(f'{r:.1f}' for r in p.rates)}")
+    print(f"  decoded {p.decoded / p.elapsed / k:.1f} fps per camera; sampled {p.sampled / p.elapsed:.1f}/s;"
+          f" dropped {p.dropped / p.elapsed:.1f}/s ({100 * p.dropped / max(p.sampled, 1):.0f}% of sampled)")
+    print(f"  batches: {p.batches / p.elapsed:.2f}/s, mean size {p.batch_mean:.1f}; embedder inside embed() "
+          f"{100 * busy:.1f}% of the time; throughput inside embed() {in_call:.2f} fps"
+          + (f" (raw backbone at batch {near}: {base_by_batch[near]:.2f})" if near else ""))
+    if p.classifier_calls:
+        print(f"  classifier: {p.classifier_calls / p.elapsed:.2f} calls/s, {1000 * p.classifier_busy / p.classifier_calls:.1f} ms each")
+    buckets, lsum, lcount = p.latency_hist if p.latency_hist else ([], 0, 0)
+    print(f"  violations opened: {p.violations:.0f}")
+    if lcount:
+        print(f"  frame-to-violation latency (n={lcount:.0f}): histogram p50 {hist_quantile(buckets, .5):.2f} s, "
+              f"p99 {hist_quantile(buckets, .99):.2f} s; exact p50 {pct(p.latency_raw, .5):.2f} s, "
+              f"p99 {pct(p.latency_raw, .99):.2f} s, mean {lsum / lcount:.2f} s")
+    print(f"  CPU: process {p.process_cpu_pct:.0f}% of one core (machine has {os.cpu_count()} cores = "
+          f"{100 * (os.cpu_count() or 1)}%); other processes {p.foreign_pct:.0f}%"
+          f"{'  << NOISY: the figures above are depressed' if p.foreign_pct > 15 else ''}; by thread group:")
+    for g, v in p.cpu.items():
+        if v >= 0.5:
+            print(f"      {v:6.1f}%  {g}")
+
+
+def parse_streams(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        w, h = part.lower().split("x")
+        out.append((int(w), int(h)))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=60, help="measured seconds per stream size (after --warmup)")
+    ap.add_argument("--warmup", type=float, default=10)
+    ap.add_argument("--input", type=int, default=299, help="backbone input side")
+    ap.add_argument("--streams", default="640x360,1280x720")
+    ap.add_argument("--overload", type=float, default=1.5, help="frames asked / baseline in the throughput phase")
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-wait-ms", type=float, default=50)
+    ap.add_argument("--queue-size", type=int, default=0, help="per-camera queue (0: the daemon's default)")
+    ap.add_argument("--sweep", default="", help="extra inference settings to try at the first stream size, "
+                    "e.g. 16:50,32:10,8:0 (max_batch:max_wait_ms)")
+    ap.add_argument("--sweep-seconds", type=float, default=30)
+    ap.add_argument("--latency-seconds", type=float, default=30, help="0: skip the latency phase")
+    ap.add_argument("--latency-load", type=float, default=0.6, help="frames asked / baseline in the latency phase")
+    ap.add_argument("--clip-seconds", type=float, default=24)
+    ap.add_argument("--clips-dir", default="", help="keep (and reuse) the transcoded clips here")
+    ap.add_argument("--baseline-seconds", type=float, default=3.0, help="timed seconds per batch size")
+    ap.add_argument("--quiet-wait", type=float, default=120,
+                    help="before each measurement wait up to this many s for other processes to go quiet (0: don't)")
+    ap.add_argument("--no-rebaseline", action="store_true", help="skip measuring the baseline again at the end")
+    ap.add_argument("--intra-threads", type=int, default=0, help="experiment: TF intra-op threads (0: TF default)")
+    ap.add_argument("--inter-threads", type=int, default=0, help="experiment: TF inter-op threads (0: TF default)")
+    ap.add_argument("--nice-readers", type=int, default=0, help="experiment: renice camera reader threads")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    sys.path.insert(0, str(REPO))
+
+    streams = parse_streams(args.streams)
+    k = args.cameras
+    tmp = tempfile.TemporaryDirectory(prefix="har-bench-")
+    root = Path(tmp.name)
+    clips_root = Path(args.clips_dir) if args.clips_dir else root / "clips"
+    source = f"{SOURCE_CLIP.name}" if SOURCE_CLIP.is_file() else "synthetic scene (../shared absent)"
+
+    # Clips first: nothing else runs while they are made and their decode cost measured.
+    clips: dict[tuple[int, int], list[Path]] = {}
+    info: dict[tuple[int, int], dict] = {}
+    for size in streams:
+        clips[size] = []
+        for i in range(k):
+            path = clips_root / f"{size[0]}x{size[1]}_{camera_kbps(size)}k_{args.clip_seconds:g}s_{i}.mp4"
+            t0 = time.monotonic()
+            info[size] = make_clip(path, size, args.clip_seconds, start=i * 31.0, seed=i)
+            clips[size].append(path)
+            if time.monotonic() - t0 > 1:
+                log(f"clip {path.name}: {time.monotonic() - t0:.1f} s to transcode")
+    cost = {}
+    for size in streams:
+        cost[size] = {m: decode_cost(clips[size][0], args.input, m) for m in ("single", "auto")}
+        log(f"decode {size}: {cost[size]}")
+
+    import tensorflow as tf
+
+    if args.intra_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_threads)
+    if args.inter_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_threads)
+    from monitor.backbones import build_backbone
+
+    backbone = build_backbone("inception_v3", "none", (args.input, args.input))
+    by_batch, base_foreign = baseline(backbone, min_seconds=args.baseline_seconds, quiet=args.quiet_wait)
+    base = max(by_batch.values())
+    sample_fps = min(60.0, math.ceil(10 * args.overload * base / k) / 10)
+    first = streams[0]
+    bundle_dir, label, threshold, calib = make_bundle(root, args.input, backbone, clips[first][0], sample_fps)
+    rule = {"id": "bench-often", "title": "fires whenever the calibrated label crosses its median",
+            "severity": "minor", "when": {"action": label, "min_confidence": round(threshold, 6), "for_windows": 1},
+            "cooldown": 0}
+    log(f"rule: {label} >= {threshold:.4f} (calibration probabilities {min(calib):.4f}..{max(calib):.4f})")
+
+    results: dict[tuple[int, int], Phase] = {}
+    latency: dict[tuple[int, int], Phase] = {}
+    sweep: list[Phase] = []
+    for size in streams:
+        name = f"{size[0]}x{size[1]}"
+        site = write_site(root, f"site-{name}", clips[size], bundle_dir, sample_fps, args.max_batch,
+                          args.max_wait_ms, rule, args.queue_size)
+        results[size] = run_daemon(site, Phase(f"{name} throughput", k, sample_fps, args.max_batch, args.max_wait_ms),
+                                   args.warmup, args.seconds, args.nice_readers, args.quiet_wait)
+        if size == first and args.sweep:
+            for spec in args.sweep.split(","):
+                mb, mw = spec.split(":")
+                s = write_site(root, f"sweep-{name}-{mb}-{mw}", clips[size], bundle_dir, sample_fps, int(mb),
+                               float(mw), rule, args.queue_size)
+                sweep.append(run_daemon(s, Phase(f"{name} sweep {mb}:{mw}", k, sample_fps, int(mb), float(mw)),
+                                        args.warmup, args.sweep_seconds, args.nice_readers, args.quiet_wait))
+        if args.latency_seconds > 0:
+            lat_fps = max(0.5, math.floor(10 * args.latency_load * base / k) / 10)
+            s = write_site(root, f"latency-{name}", clips[size], bundle_dir, lat_fps, args.max_batch,
+                           args.max_wait_ms, rule, args.queue_size)
+            latency[size] = run_daemon(s, Phase(f"{name} latency", k, lat_fps, args.max_batch, args.max_wait_ms),
+                                       min(args.warmup, 8), args.latency_seconds, args.nice_readers, args.quiet_wait)
+
+    first_by_batch = dict(by_batch)
+    again, again_foreign = {}, 0.0
+    if not args.no_rebaseline:
+        again, again_foreign = baseline(backbone, min_seconds=args.baseline_seconds, quiet=args.quiet_wait)
+        by_batch = {b: max(v, again[b]) for b, v in by_batch.items()}
+        base = max(by_batch.values())
+
+    # ------------------------------------------------------------------ report
+    print()
+    print("=" * 100)
+    print(f"har-monitor pipeline benchmark: InceptionV3 {args.input}x{args.input} (weights none), {k} cameras, "
+          f"{os.cpu_count()} CPUs, TF {tf.__version__}")
+    print(f"clips: {source}, H.264 {CAMERA_FPS} fps, GOP {GOP}, no B-frames, one slice, {args.clip_seconds:g} s, "
+          f"looping in real time")
+    if args.intra_threads or args.inter_threads or args.nice_readers:
+        print(f"EXPERIMENT: intra_threads={args.intra_threads or 'default'} inter_threads={args.inter_threads or 'default'} "
+              f"nice_readers={args.nice_readers}")
+    print("=" * 100)
+    print("1. baseline, raw backbone embed() on uint8 batches (frames/s): "
+          + ", ".join(f"batch {b}: {v:.2f}" for b, v in first_by_batch.items())
+          + f" (other processes up to {base_foreign:.0f}% of a core)")
+    if again:
+        print("   again after the daemon runs:                              "
+              + ", ".join(f"batch {b}: {v:.2f}" for b, v in again.items())
+              + f" (other processes up to {again_foreign:.0f}% of a core)")
+    print(f"   baseline = best of all: {base:.2f} frames/s")
+    print("3. decode and resize cost (CPU per frame, one camera's clip decoded alone):")
+    for size in streams:
+        c1, ca = cost[size]["single"], cost[size]["auto"]
+        resize = c1["resize_ms"]
+        print(f"  {size[0]}x{size[1]} ({info[size]['kbps']:.0f} kbit/s): decode single-thread {c1['decode_ms']:.2f} ms/frame "
+              f"({c1['decode_wall_fps']:.0f} fps), thread_type AUTO {ca['decode_ms']:.2f} ms CPU/frame "
+              f"({ca['decode_wall_fps']:.0f} fps); reformat {args.input}x{args.input} rgb24 + to_ndarray "
+              f"{resize:.2f} ms/frame")
+        print(f"      a {CAMERA_FPS} fps camera costs {c1['decode_ms'] * CAMERA_FPS / 10:.1f}% of one core to decode "
+              f"(single thread; {ca['decode_ms'] * CAMERA_FPS / 10:.1f}% with AUTO) + {resize * sample_fps / 10:.1f}% "
+              f"to resize its {sample_fps:g} sampled fps ({resize * CAMERA_FPS / 10:.1f}% if every frame were resized); "
+              f"{k} cameras: {k * (ca['decode_ms'] * CAMERA_FPS + resize * sample_fps) / 10:.1f}% of one core as the daemon does it")
+    print("2. daemon, sustained (after warm-up):")
+    for size, p in results.items():
+        print(f" {size[0]}x{size[1]}:")
+        print_phase(p, base, by_batch)
+    if sweep:
+        print(f" inference settings at {first[0]}x{first[1]} ({args.sweep_seconds:g} s each):")
+        for p in [results[first]] + sweep:
+            busy = p.infer_busy / p.elapsed
+            print(f"    max_batch {p.max_batch:3d} max_wait_ms {p.max_wait_ms:5g}: {p.fps:.2f} emb/s, ratio {p.fps / base:.3f}, "
+                  f"batch mean {p.batch_mean:.1f}, in embed() {100 * busy:.0f}%, dropped {p.dropped / p.elapsed:.1f}/s")
+        for p in sweep:
+            print(f" sweep {p.max_batch}:{p.max_wait_ms:g}:")
+            print_phase(p, base, by_batch)
+    if latency:
+        print(f"4. latency phase: below capacity ({args.latency_load:g}x baseline asked), rule '{label} >= {threshold:.4f}'"
+              f" (median of the calibrated label's probability; for_windows 1, cooldown 0):")
+        for size, p in latency.items():
+            print(f" {size[0]}x{size[1]}:")
+            print_phase(p, base, by_batch)
+    print("summary:")
+    for size, p in results.items():
+        lat = latency.get(size)
+        lat_txt = ""
+        if lat and lat.latency_raw:
+            lat_txt = f", latency below capacity p50 {pct(lat.latency_raw, .5):.2f} s p99 {pct(lat.latency_raw, .99):.2f} s"
+        if p.latency_raw:
+            lat_txt += f", latency overloaded p50 {pct(p.latency_raw, .5):.2f} s p99 {pct(p.latency_raw, .99):.2f} s"
+        print(f"  {size[0]}x{size[1]}: {p.fps:.2f} of {base:.2f} frames/s, ratio {p.fps / base:.3f}, batch mean {p.batch_mean:.1f}, "
+              f"dropped {p.dropped / p.elapsed:.1f}/s{lat_txt}")
+    key = (640, 360) if (640, 360) in results else first
+    tmp.cleanup()
+    print(f"ratio: {results[key].fps / base:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

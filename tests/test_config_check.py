@@ -1,0 +1,169 @@
+"""Bad input gets one clear line per problem naming the file and field, and exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ALWAYS_RULES, write_site
+from monitor.cli import main
+from monitor.config import load_site
+from monitor.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    from monitor import synthetic
+
+    path = tmp_path_factory.mktemp("clip") / "cam.mp4"
+    synthetic.write_video(path, synthetic.render_clip("wave", 12, (120, 160), 1), 12)
+    return path
+
+
+@pytest.fixture
+def site(tmp_path, tiny_bundle, clip) -> Path:
+    return write_site(tmp_path, tiny_bundle, [{"id": "cam-1", "url": str(clip), "loop": True}])
+
+
+def edit(path: Path, change) -> Path:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def check(path: Path, capsys) -> tuple[int, list[str]]:
+    code = main(["check", "--cameras", str(path)])
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.startswith("error: ")]
+
+
+def test_valid_site_checks_ok(site, capsys):
+    assert main(["check", "--cameras", str(site)]) == 0
+    out = capsys.readouterr().out
+    assert "ok:" in out and "1 cameras" in out and "1 rules" in out
+
+
+def test_env_substitution_and_missing_variable(site, monkeypatch, capsys):
+    edit(site, lambda d: d["cameras"].append({"id": "door", "url": "rtsp://${CAM_USER}:${CAM_PASS}@10.0.0.21/stream1"}))
+    monkeypatch.setenv("CAM_USER", "viewer")
+    monkeypatch.setenv("CAM_PASS", "s3cret")
+    assert load_site(site).config.cameras[1].url == "rtsp://viewer:s3cret@10.0.0.21/stream1"
+    monkeypatch.delenv("CAM_PASS")
+    code, errors = check(site, capsys)
+    assert code == 2
+    assert errors == [f"error: {site}: cameras[1].url: environment variable CAM_PASS is not set"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda d: d.update(camras=[]), "camras: unknown key"),
+    (lambda d: d["cameras"][0].update(sample_fps=-1), "cameras[0].sample_fps: Input should be greater than 0"),
+    (lambda d: d["cameras"][0].update(url="rtp://10.0.0.1/x"), "cameras[0].url: unsupported scheme 'rtp://'"),
+    (lambda d: d["cameras"][0].update(url="rtsp:///nohost"), "cameras[0].url: URL has no host"),
+    (lambda d: d["cameras"].append(dict(d["cameras"][0])), "cameras: camera id 'cam-1' is used twice"),
+    (lambda d: d["cameras"][0].update(id="bad id!"), "cameras[0].id: String should match pattern"),
+    (lambda d: d.pop("site"), "site: Field required"),
+    (lambda d: d["inference"].update(max_batch="lots"), "inference.max_batch: Input should be a valid integer"),
+])
+def test_schema_errors_name_line_and_field(site, capsys, change, expected):
+    code, errors = check(edit(site, change), capsys)
+    assert code == 2
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {site}:") and expected in errors[0]
+    assert errors[0].split(":")[2].strip().isdigit(), "the line number is given"
+
+
+def test_malformed_yaml_names_line_and_column(site, capsys):
+    site.write_text("site: x\ncameras: [\n  {id: a, url: b\n")
+    code, errors = check(site, capsys)
+    assert code == 2 and len(errors) == 1
+    assert errors[0].startswith(f"error: {site}:4:1: invalid YAML: expected ',' or '}}'")
+
+
+def test_missing_files_are_reported_together(site, tmp_path, capsys):
+    edit(site, lambda d: (d["cameras"].append({"id": "cam-2", "url": "nowhere/missing.mp4"}),
+                          d.update(model=str(tmp_path / "no-model"))))
+    code, errors = check(site, capsys)
+    assert code == 2
+    assert any("model:" in e and "no-model: model bundle not found" in e for e in errors)
+    assert any("cameras[1].url: file not found:" in e and "missing.mp4" in e for e in errors)
+    assert check(tmp_path / "absent.yaml", capsys) == (2, [f"error: {tmp_path / 'absent.yaml'}: file not found"])
+
+
+def test_corrupt_video_is_refused(site, tmp_path, capsys):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    edit(site, lambda d: d["cameras"][0].update(url=str(bad)))
+    code, errors = check(site, capsys)
+    assert code == 2 and len(errors) == 1
+    assert "cameras[0].url" in errors[0] and "corrupt.mp4" in errors[0] and "cannot read video" in errors[0]
+
+
+def test_unknown_rule_action_and_bad_db_url(site, capsys):
+    rules = yaml.safe_load(Path(site.parent / "rules.yaml").read_text())
+    rules["rules"].append({"id": "smoking", "when": {"action": "smoking"}})
+    (site.parent / "rules.yaml").write_text(yaml.safe_dump(rules))
+    edit(site, lambda d: d["storage"].update(url="postgresql://u:hunter2@:::"))
+    code, errors = check(site, capsys)
+    assert code == 2
+    assert any("rules[1].when.action: unknown action 'smoking'" in e for e in errors)
+    assert any("storage.url" in e for e in errors)
+    assert not any("hunter2" in e for e in errors), "the password never appears"
+
+
+def test_wrong_model_files(site, tiny_bundle, tmp_path, capsys):
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    edit(site, lambda d: d.update(model=str(bundle)))
+    (bundle / "head.keras").write_bytes(b"not a model")
+    code, errors = check(site, capsys)
+    assert code == 2 and "head.keras: not a Keras head model" in errors[0]
+
+    shutil.copy(tiny_bundle / "head.keras", bundle / "head.keras")
+    edit(bundle / "model.yaml", lambda d: d["backbone"].update(name="tflite", weights="backbone.tflite"))
+    (bundle / "backbone.tflite").write_bytes(b"garbage")
+    code, errors = check(site, capsys)
+    assert code == 2 and "backbone.weights" in errors[0] and "is not a TFLite model" in errors[0]
+
+    edit(bundle / "model.yaml", lambda d: d["backbone"].update(name="resnet9000"))
+    code, errors = check(site, capsys)
+    assert code == 2 and "backbone.name" in errors[0]
+
+
+def test_head_that_does_not_fit_the_backbone(site, tmp_path, capsys):
+    from conftest import write_tiny_bundle
+
+    bundle = write_tiny_bundle(tmp_path / "b", frames=4)
+    edit(bundle / "model.yaml", lambda d: d["window"].update(frames=6))
+    edit(site, lambda d: d.update(model=str(bundle)))
+    code, errors = check(site, capsys)
+    assert code == 2 and "the bundle needs [6, 2048]" in errors[0]
+
+
+def test_cli_prints_no_traceback(tmp_path):
+    """The real console script: a broken site exits 2 with messages, never a traceback."""
+    broken = tmp_path / "site.yaml"
+    broken.write_text("site: x\nmodel: nowhere\ncameras:\n  - {id: a, url: missing.mp4, colour: red}\n")
+    result = subprocess.run([sys.executable, "-m", "monitor.cli", "run", "--cameras", str(broken)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"error: {broken}:4: cameras[0].colour: unknown key" in result.stderr
+
+
+def test_rules_hash_changes_with_content(tiny_bundle, tmp_path):
+    from monitor.rules import load_rules
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(ALWAYS_RULES))
+    first = load_rules([path], ["a", "b"], {"anything": ["a", "b"]}).hash
+    path.write_text(yaml.safe_dump({"rules": [{**ALWAYS_RULES["rules"][0], "severity": "critical"}]}))
+    assert load_rules([path], ["a", "b"], {"anything": ["a", "b"]}).hash != first
+    with pytest.raises(UserError, match="duplicate rule id 'always'"):
+        load_rules([path, path], ["a", "b"], {"anything": ["a", "b"]})

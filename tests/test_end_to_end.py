@@ -1,0 +1,103 @@
+"""The demo site end to end: real clips, real InceptionV3 + GRU, SQLite, /metrics over HTTP, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from conftest import RunningDaemon
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory) -> Path:
+    from monitor.demo import build_demo_site
+
+    site = build_demo_site(tmp_path_factory.mktemp("demo"), clips_per_class=10)
+    data = yaml.safe_load(site.read_text())
+    data["metrics"]["port"] = 0
+    site.write_text(yaml.safe_dump(data, sort_keys=False))
+    return site
+
+
+def rows(db: Path) -> list[dict]:
+    from monitor.store import violations
+
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        result = [dict(r._mapping) for r in conn.execute(sa.select(violations).order_by(violations.c.started_at))]
+    engine.dispose()
+    return result
+
+
+def test_demo_site_finds_falls_and_stores_them(demo_site):
+    from monitor.bundle import load_bundle
+
+    with RunningDaemon(demo_site) as d:
+        first = d.scrape()
+        d.wait_for(lambda: d.value("har_monitor_violations_total", camera="line-2", rule="person-fell",
+                                   severity="critical") >= 1, 60, "a fall on line-2")
+        second = d.scrape()
+    for cam in ("line-1", "line-2"):
+        key = ("har_monitor_frames_sampled_total", (("camera", cam),))
+        assert second[key] > first[key], "counters move"
+        assert second[("har_monitor_camera_up", (("camera", cam),))] == 1
+    assert second[("har_monitor_inference_batch_size_count", ())] > 0
+    assert second[("har_monitor_frame_to_violation_seconds_count", ())] >= 1
+    assert sum(v for (name, _), v in second.items() if name == "har_monitor_predictions_total") > 0
+
+    stored = rows(demo_site.parent / "violations.db")
+    falls = [r for r in stored if r["rule"] == "person-fell"]
+    assert falls, stored
+    fall = falls[0]
+    bundle = load_bundle(demo_site.parent / "models" / "demo-actions")
+    assert fall["camera"] in ("line-1", "line-2") and fall["severity"] == "critical" and fall["action"] == "fall"
+    assert fall["model_hash"] == bundle.hash and fall["confidence"] >= 0.6
+    assert all(r["status"] == "closed" and r["ended_at"] is not None for r in stored), "shutdown closes open episodes"
+    started = fall["started_at"].replace(tzinfo=timezone.utc)
+    assert abs((datetime.now(timezone.utc) - started).total_seconds()) < 120, "times are UTC"
+    # nothing for waving on line-2: that rule applies to cleanroom zones only
+    assert not [r for r in stored if r["rule"] == "waving-in-cleanroom" and r["camera"] == "line-2"]
+
+
+def test_sigterm_drains_and_exits_0_and_no_secret_leaks(demo_site, tmp_path):
+    data = yaml.safe_load(demo_site.read_text())
+    data["cameras"].append({"id": "dock-door", "url": "rtsp://admin:${DOOR_PASS}@127.0.0.1:1/stream1",
+                            "open_timeout_seconds": 1})
+    data["storage"]["url"] = f"sqlite:///{tmp_path / 'v.db'}"
+    site = demo_site.parent / "site-sigterm.yaml"
+    site.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = dict(os.environ, DOOR_PASS="hunter2-secret")
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--cameras", str(site)],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if "event=violation_opened" in line:
+            break
+    else:
+        proc.kill()
+        pytest.fail("no violation within 90 s:\n" + "".join(lines[-20:]))
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - sent < 10
+    log = "".join(lines) + err
+    assert "hunter2-secret" not in log + out
+    assert "rtsp://admin:***@127.0.0.1:1/stream1" in log, "the unreachable camera is logged, redacted"
+    assert "event=camera_down camera=dock-door" in log and "event=daemon_stopped" in log
+    stored = rows(tmp_path / "v.db")
+    assert stored and all(r["status"] == "closed" for r in stored), "the store was flushed on SIGTERM"
