@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -84,10 +85,15 @@ def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str
         if not path.is_file():
             raise UserError(f"{where}.weights: file not found: {path}")
         model = app(include_top=False, weights=None, input_shape=shape, pooling="avg")
-        try:
-            model.load_weights(str(path))
-        except Exception as exc:
-            raise UserError(f"{where}.weights: {path} is not {name} weights: {exc}") from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # Keras only warns when some layers found no weights
+            try:
+                model.load_weights(str(path))
+                error = next((str(w.message) for w in caught if "freshly-initialized" in str(w.message)), None)
+            except Exception as exc:
+                error = str(exc)
+        if error:
+            raise UserError(f"{where}.weights: {path} is not {name} weights: {error.splitlines()[0]}")
 
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8)], jit_compile=False)
     def embed_graph(frames):
