@@ -1,0 +1,93 @@
+"""File cameras on real codecs: native-rate playback, looping, corrupt data, real clips."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import asset
+from monitor import synthetic
+from monitor.records import SampledFrame
+from monitor.sources import CameraSource, SourceHooks, SourceSettings, read_frames
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """2 s of a walking figure at 12 fps, H.264."""
+    path = tmp_path_factory.mktemp("src") / "walk.mp4"
+    synthetic.write_video(path, synthetic.render_clip("walk", 24, (240, 320), 1), 12)
+    return path
+
+
+class Recorder:
+    def __init__(self):
+        self.frames: list[SampledFrame] = []
+        self.errors = 0
+        self.ups: list[bool] = []
+
+    def hooks(self) -> SourceHooks:
+        def error(_):
+            self.errors += 1
+        return SourceHooks(frame=self.frames.append, decode_error=error, up=lambda _, up: self.ups.append(up))
+
+
+def play(location: Path, seconds: float | None = None, **settings) -> Recorder:
+    rec, stop = Recorder(), threading.Event()
+    source = CameraSource(SourceSettings("cam", str(location), False, (75, 75), **settings), rec.hooks(), stop)
+    source.start()
+    source.join(seconds if seconds is not None else 30)
+    stop.set()
+    source.join(5)
+    return rec
+
+
+def test_a_file_plays_at_its_native_rate_like_a_camera(clip):
+    start = time.monotonic()
+    rec = play(clip, sample_fps=4.0)
+    elapsed = time.monotonic() - start
+    assert 1.6 < elapsed < 6, "2 s of video take about 2 s"
+    assert len(rec.frames) == 8, "4 fps sampled from 12 fps timestamps"
+    assert rec.frames[0].rgb.shape == (75, 75, 3) and rec.frames[0].rgb.dtype == np.uint8
+    gaps = np.diff([f.mono for f in rec.frames])
+    assert gaps.mean() > 0.15, "frames are spread over time, not delivered in a burst"
+    assert rec.ups == [True, False], "up while playing, down at the end"
+
+
+def test_realtime_false_reads_as_fast_as_possible(clip):
+    start = time.monotonic()
+    rec = play(clip, sample_fps=12.0, realtime=False)
+    assert time.monotonic() - start < 1.5
+    assert len(rec.frames) == 24
+
+
+def test_loop_restarts_the_file_and_keeps_time_going(clip):
+    rec = play(clip, seconds=5.0, sample_fps=4.0, loop=True)
+    assert 16 <= len(rec.frames) <= 24, "about 5 s worth at 4 fps across loops"
+    assert np.all(np.diff([f.mono for f in rec.frames]) > 0)
+
+
+def test_corrupt_packets_are_counted_and_skipped(clip, tmp_path):
+    data = bytearray(clip.read_bytes())
+    rng = np.random.default_rng(0)
+    third = len(data) // 3
+    data[third:2 * third] = rng.integers(0, 255, third, dtype=np.uint8).tobytes()  # the middle third is garbage
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    rec = play(bad, sample_fps=12.0, realtime=False)
+    assert rec.errors >= 1
+    assert 8 <= len(rec.frames) < 24, "the intact frames still come through"
+
+
+@pytest.mark.parametrize("name", ["hmdb51_RATRACE_wave_f_nm_np1_fr_goo_37.avi", "intel_worker-zone-detection.mp4"])
+def test_real_clips_are_sampled_by_timestamp(name):
+    frames = read_frames(str(asset("videos", name)), (96, 128), 5.0)
+    import av
+
+    with av.open(str(asset("videos", name))) as c:
+        duration = c.streams.video[0].frames / float(c.streams.video[0].average_rate)
+    assert frames.shape[1:] == (96, 128, 3)
+    assert abs(len(frames) - duration * 5) <= 2
