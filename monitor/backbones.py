@@ -67,7 +67,10 @@ def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU instead of grabbing all of it
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU instead of grabbing all of it
+        except RuntimeError:
+            pass  # already initialized by an earlier model in this process
     app, preprocess = {
         "inception_v3": (keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input),
         "mobilenet_v2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input),
