@@ -24,8 +24,9 @@ from monitor.logs import kv
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger("monitor.backbones")
 
-KERAS_BACKBONES = {"inception_v3": 75, "mobilenet_v2": 32}  # name -> smallest input side
-BACKBONES = (*KERAS_BACKBONES, "tflite")
+KERAS_BACKBONES = {"inception_v3": 75, "mobilenet_v2": 32, "resnet50": 32, "vgg16": 32}  # name -> smallest input side
+# raw: the resized pixels themselves, for heads that learn from frames end to end (conv3d)
+BACKBONES = (*KERAS_BACKBONES, "tflite", "raw")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ def build_backbone(name: str, weights: str, input_size: tuple[int, int] | None =
     """
     if name == "tflite":
         return _tflite(Path(weights), where)
+    if name == "raw":
+        return _raw(input_size or (64, 64))
     if name not in KERAS_BACKBONES:
         raise UserError(f"{where}.name: unknown backbone '{name}' (expected one of {', '.join(BACKBONES)})")
     size = input_size or ((299, 299) if name == "inception_v3" else (224, 224))
@@ -74,6 +77,8 @@ def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str
     app, preprocess = {
         "inception_v3": (keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input),
         "mobilenet_v2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input),
+        "resnet50": (keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
+        "vgg16": (keras.applications.VGG16, keras.applications.vgg16.preprocess_input),
     }[name]
     shape = (*size, 3)
     if weights == "none":
@@ -111,6 +116,16 @@ def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str
     log.info(kv(event="backbone_built", backbone=name, weights=_shown(weights), input=f"{size[0]}x{size[1]}",
                 dim=model.output_shape[-1], devices=",".join(devices)))
     return Backbone(name, size, int(model.output_shape[-1]), embed)
+
+
+def _raw(size: tuple[int, int]) -> Backbone:
+    """Pixels scaled to [0, 1] and flattened: [N, H*W*3]. The head reshapes them back to frames."""
+    dim = size[0] * size[1] * 3
+
+    def embed(frames: np.ndarray) -> np.ndarray:
+        return frames.reshape(len(frames), dim).astype(np.float32) / 255.0
+
+    return Backbone("raw", size, dim, embed)
 
 
 def _shown(weights: str) -> str:

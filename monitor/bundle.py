@@ -42,6 +42,8 @@ class WindowSpec(_Strict):
     frames: int = Field(default=16, ge=1, le=512)  # T
     sample_fps: float = Field(default=4.0, gt=0, le=60)
     stride: int = Field(default=4, ge=1)  # S: classify every S new embeddings
+    # offline only (evaluate, predict): how the training clips were sampled; live cameras always use sample_fps
+    clip_sampling: Literal["fps", "uniform"] = "fps"
 
 
 class HeadSpec(_Strict):

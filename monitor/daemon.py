@@ -4,10 +4,17 @@ CameraSource (thread per camera) -> FrameQueues -> Embedder (one thread) -> embe
 -> analysis thread (WindowBuffers -> Classifier -> RuleEngine) -> StoreWriter (one thread)
 and Prometheus. Shutdown drains in flow order: sources stop, queued frames are embedded,
 windows classified, open episodes closed, and the store flushed.
+
+Rules reload on SIGHUP (`request_reload`) or when a rule file's content changes (a watcher thread
+polls them): the new set is validated off the analysis thread, and an invalid one is refused,
+logged and counted while the old one keeps running. A valid one is handed to the analysis thread
+(the only caller of the engine), which swaps it in between predictions: open episodes of
+unchanged rules carry on, those of removed or changed rules are closed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import socket
@@ -19,19 +26,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.check import CheckedSite, source_settings
+from monitor.errors import UserError
 from monitor.classifier import Classifier
 from monitor.embedding import Embedder
 from monitor.framequeue import FrameQueues
 from monitor.logs import kv
 from monitor.metrics import Metrics, describe_build
 from monitor.records import Embedding, ViolationEvent
-from monitor.rules import RuleEngine
+from monitor.rules import RuleEngine, RuleSet, load_rules
 from monitor.sources import CameraSource, SourceHooks
 from monitor.store import Provenance, StoreWriter, shown_url
 from monitor.windows import WindowBuffers
 
 log = logging.getLogger("monitor.daemon")
 SHUTDOWN_SECONDS = 8.0  # SIGTERM to exit must stay under 10 s
+RULES_POLL_SECONDS = 2.0
 
 
 @dataclass
@@ -69,9 +78,15 @@ class Daemon:
                                   failed=self.metrics.store_errors.inc)
         self.summary = RunSummary("", shown_url(self.site.database_url))
         self._analysis = threading.Thread(target=self._analyze, name="analysis", daemon=True)
+        self._reload_requested = threading.Event()
+        self._rules_lock = threading.Lock()
+        self._new_rules: RuleSet | None = None  # validated, waiting for the analysis thread
+        self._rule_files_seen = self._rule_files_digest()
+        self._watcher = threading.Thread(target=self._watch_rules, name="rules-watch", daemon=True)
         self.metrics.init_labels(names, self.bundle.labels, self.ruleset.severities())
-        describe_build(self.metrics, site=cfg.site, model=self.bundle.hash, rules=self.ruleset.hash,
-                       config=self.site.hash[:16], host=socket.gethostname())
+        self._build = dict(site=cfg.site, model=self.bundle.hash, rules=self.ruleset.hash,
+                           config=self.site.hash[:16], host=socket.gethostname())
+        self._describe_rules()
 
     def _hooks(self) -> SourceHooks:
         m = self.metrics
@@ -116,6 +131,7 @@ class Daemon:
 
     def _analyze(self) -> None:
         while True:
+            self._swap_rules()
             try:
                 batch = self._embeddings.get(timeout=0.2)
             except queue.Empty:
@@ -134,6 +150,62 @@ class Daemon:
                 self.metrics.predictions.labels(p.camera, p.top[0]).inc()
                 self._emit(self.engine.observe(p))
 
+    def request_reload(self) -> None:
+        """Ask for a rules reload (safe from a signal handler): the watcher thread does it."""
+        self._reload_requested.set()
+
+    def reload_rules(self) -> bool:
+        """Validate the rule files; hand a valid set to the analysis thread, refuse an invalid one."""
+        try:
+            ruleset = load_rules(self.site.rule_files, self.bundle.labels, self.bundle.manifest.groups)
+        except UserError as err:
+            self.metrics.rules_reloads.labels("error").inc()
+            log.error(kv(event="rules_reload_refused", running=self.ruleset.hash, problems="; ".join(err.problems)))
+            return False
+        with self._rules_lock:
+            self._new_rules = ruleset
+        self.metrics.rules_reloads.labels("ok").inc()
+        log.info(kv(event="rules_reload_accepted", rules=ruleset.hash, count=len(ruleset.rules)))
+        return True
+
+    def _rule_files_digest(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.site.rule_files:
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"\0missing")
+        return digest.hexdigest()
+
+    def _watch_rules(self) -> None:
+        while not self._sources_stop.is_set():
+            requested = self._reload_requested.wait(RULES_POLL_SECONDS)
+            self._reload_requested.clear()
+            seen = self._rule_files_digest()
+            if requested or seen != self._rule_files_seen:
+                self._rule_files_seen = seen
+                self.reload_rules()
+
+    def _swap_rules(self) -> None:
+        """In the analysis thread, between predictions: put a reloaded rule set to work."""
+        with self._rules_lock:
+            ruleset, self._new_rules = self._new_rules, None
+        if ruleset is None:
+            return
+        previous = self.ruleset.hash
+        self._emit(self.engine.replace(ruleset, time.time(), time.monotonic()))
+        self.ruleset = ruleset
+        self.metrics.init_rules([c.id for c in self.cameras], ruleset.severities())
+        self._build["rules"] = ruleset.hash
+        self._describe_rules()
+        log.info(kv(event="rules_reloaded", rules=ruleset.hash, previous=previous, count=len(ruleset.rules),
+                    open_episodes=self.engine.open_count()))
+
+    def _describe_rules(self) -> None:
+        describe_build(self.metrics, **self._build)
+        self.metrics.rule_info.set([{"rule": r.id, "severity": r.severity, "kind": r.kind,
+                                     **{f"label_{k}": v for k, v in r.labels.items()}} for r in self.ruleset.rules])
+
     def run(self, stop: threading.Event, duration: float | None = None) -> RunSummary:
         cfg = self.site.config
         port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
@@ -144,6 +216,7 @@ class Daemon:
         self.classifier.probabilities(np.zeros((1, self.windows.frames, self.backbone.dim), np.float32))
         self.embedder.thread.start()
         self._analysis.start()
+        self._watcher.start()
         for source in self.sources:
             source.start()
         log.info(kv(event="daemon_started", site=cfg.site, cameras=len(self.sources), model=self.bundle.hash,

@@ -22,7 +22,7 @@ from monitor import synthetic
 from monitor.backbones import build_backbone
 from monitor.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
 from monitor.logs import kv
-from monitor.training import clip_features, fit_head, windows_dataset
+from monitor.training import Sampling, extract, fit_head, windows_dataset
 
 log = logging.getLogger("monitor.demo")
 
@@ -79,7 +79,7 @@ def train_demo_model(root: Path, out: Path, clips_per_class: int = CLIPS_PER_CLA
     labels = [actions.index(p.parent.name) for p in paths]
     spec = BackboneSpec(name="inception_v3", weights="none", input_size=INPUT_SIZE, seed=0)
     backbone = build_backbone(spec.name, spec.weights, spec.input_size, spec.seed)
-    features = [clip_features(backbone, p, WINDOW.sample_fps) for p in paths]
+    features = extract(backbone, paths, Sampling(WINDOW.frames, WINDOW.sample_fps), cache=None)
     log.info(kv(event="demo_features", clips=len(paths), seconds=round(time.monotonic() - start, 1)))
     held_out = np.array([p.stem.endswith("_c00") for p in paths])
     split = lambda mask: windows_dataset([f for f, m in zip(features, mask) if m],  # noqa: E731

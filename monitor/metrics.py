@@ -7,6 +7,7 @@ children are created at start-up so that `rate(...) == 0` alerts can fire for a 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 import monitor
 
@@ -39,6 +40,11 @@ class Metrics:
         self.store_writes = Counter("har_monitor_store_writes_total", "Violation events written to the store", registry=r)
         self.store_errors = Counter("har_monitor_store_write_errors_total", "Failed store writes (retried)", registry=r)
         self.store_pending = Gauge("har_monitor_store_pending", "Violation events waiting to be written", registry=r)
+        self.rules_reloads = Counter("har_monitor_rules_reloads_total", "Rule set reloads (SIGHUP or a changed file) by result", ["result"], registry=r)
+        for result in ("ok", "error"):
+            self.rules_reloads.labels(result)
+        self.rule_info = RuleInfo()
+        r.register(self.rule_info)
         self._server = None
 
     def init_cameras(self, cameras: list[str]) -> None:
@@ -52,6 +58,10 @@ class Metrics:
         for c in cameras:
             for a in actions:
                 self.predictions.labels(c, a)
+        self.init_rules(cameras, rules)
+
+    def init_rules(self, cameras: list[str], rules: list[tuple[str, str]]) -> None:
+        for c in cameras:
             for rule, severity in rules:
                 self.violations.labels(c, rule, severity)
 
@@ -65,6 +75,23 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class RuleInfo:
+    """`har_monitor_rule_info{rule, severity, kind, label_<key>...} 1` for each rule running: a rule's free-form
+    labels vary from rule to rule, so they live here and queries join on `rule` (as kube-state-metrics does)."""
+
+    def __init__(self) -> None:
+        self._samples: list[dict[str, str]] = []
+
+    def set(self, samples: list[dict[str, str]]) -> None:
+        self._samples = samples  # replaced whole: a scrape sees the old list or the new one
+
+    def collect(self):
+        family = GaugeMetricFamily("har_monitor_rule_info", "The rules running, with their labels (prefixed label_)")
+        for labels in self._samples:
+            family.add_sample("har_monitor_rule_info", labels, 1.0)
+        yield family
 
 
 def describe_build(metrics: Metrics, **fields: str) -> None:

@@ -64,4 +64,5 @@ class ViolationEvent:
     started_at: float  # UTC epoch seconds
     ended_at: float | None  # set when closed
     mono: float  # capture time of the frame that caused this event
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # the rule's free-form labels
+    rules_hash: str = ""  # the rule set in force when the episode opened

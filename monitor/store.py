@@ -58,6 +58,7 @@ violations = sa.Table(
     sa.Column("model_hash", sa.String(64), nullable=False),
     sa.Column("rules_hash", sa.String(64), nullable=False),
     sa.Column("config_hash", sa.String(64), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),  # the rule's free-form labels
     sa.Column("recorded_at", UTCDateTime(), nullable=False),
 )
 
@@ -68,7 +69,7 @@ class Provenance:
 
     site: str
     model_hash: str
-    rules_hash: str
+    rules_hash: str  # for events that carry none: an event's own wins (the rules may be reloaded)
     config_hash: str
 
 
@@ -128,7 +129,8 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance) ->
     conn.execute(violations.insert(), dict(
         values, id=event.episode_id, site=prov.site, camera=event.camera, rule=event.rule,
         severity=event.severity, action=event.action, started_at=_utc(event.started_at),
-        model_hash=prov.model_hash, rules_hash=prov.rules_hash, config_hash=prov.config_hash,
+        model_hash=prov.model_hash, rules_hash=event.rules_hash or prov.rules_hash, config_hash=prov.config_hash,
+        labels=dict(event.labels),
         recorded_at=datetime.now(timezone.utc)))
 
 

@@ -22,12 +22,22 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     """Parse a YAML file; return its data and the line (1-based) of each field path."""
+    data, marks = parse_yaml(read_text(path), path)
+    return data, {at: line for at, (line, _) in marks.items()}
+
+
+def read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read: {exc}") from None
+
+
+def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]]:
+    """Parse YAML text read from `path`; return its data and the (line, column), 1-based, of each
+    field path (a key's own position for a mapping entry)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -36,22 +46,25 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise UserError(f"{where}: invalid YAML: {problem}") from None
-    lines: dict[tuple, int] = {}
+    marks: dict[tuple, tuple[int, int]] = {}
     if node is not None:
-        _index_lines(node, (), lines)
-    return data, lines
+        _index_marks(node, (), marks)
+    return data, marks
 
 
-def _index_lines(node: yaml.Node, at: tuple, lines: dict[tuple, int]) -> None:
-    lines[at] = node.start_mark.line + 1
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _index_marks(node: yaml.Node, at: tuple, marks: dict[tuple, tuple[int, int]]) -> None:
+    marks[at] = _mark(node)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            lines[at + (key.value,)] = key.start_mark.line + 1
-            _index_lines(value, at + (key.value,), lines)
-            lines[at + (key.value,)] = key.start_mark.line + 1
+            _index_marks(value, at + (key.value,), marks)
+            marks[at + (key.value,)] = _mark(key)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index_lines(item, at + (i,), lines)
+            _index_marks(item, at + (i,), marks)
 
 
 def substitute_env(data: Any, path: Path, at: tuple = ()) -> Any:
@@ -81,16 +94,25 @@ def field_name(at: tuple) -> str:
     return out or "(top level)"
 
 
-def validation_problems(exc: pydantic.ValidationError, path: Path, lines: dict[tuple, int]) -> list[str]:
+def located(path: Path, positions: dict[tuple, Any], at: tuple) -> str:
+    """`file:line` (or `file:line:column` when `positions` holds (line, column)) of the nearest known
+    field path at or above `at`."""
+    pos = next((positions[at[:n]] for n in range(len(at), -1, -1) if at[:n] in positions), None)
+    if pos is None:
+        return str(path)
+    return f"{path}:{pos}" if isinstance(pos, int) else f"{path}:{pos[0]}:{pos[1]}"
+
+
+def validation_problems(exc: pydantic.ValidationError, path: Path, lines: dict[tuple, Any],
+                        prefix: tuple = ()) -> list[str]:
+    """One `file:line: field: message` per error; `prefix` is where the validated data sits in the file."""
     problems = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
-        where = f"{path}:{line}" if line else str(path)
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
-        problems.append(f"{where}: {field_name(loc)}: {message}")
+        problems.append(f"{located(path, lines, loc)}: {field_name(loc)}: {message}")
     return problems
 
 

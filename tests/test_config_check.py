@@ -105,12 +105,12 @@ def test_corrupt_video_is_refused(site, tmp_path, capsys):
 
 def test_unknown_rule_action_and_bad_db_url(site, capsys):
     rules = yaml.safe_load(Path(site.parent / "rules.yaml").read_text())
-    rules["rules"].append({"id": "smoking", "when": {"action": "smoking"}})
+    rules["rules"].append({"id": "smoking", "action": "smoking"})
     (site.parent / "rules.yaml").write_text(yaml.safe_dump(rules))
     edit(site, lambda d: d["storage"].update(url="postgresql://u:hunter2@:::"))
     code, errors = check(site, capsys)
     assert code == 2
-    assert any("rules[1].when.action: unknown action 'smoking'" in e for e in errors)
+    assert any("rules[1].action: unknown action 'smoking'" in e for e in errors)
     assert any("storage.url" in e for e in errors)
     assert not any("hunter2" in e for e in errors), "the password never appears"
 

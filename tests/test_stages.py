@@ -8,7 +8,7 @@ import pytest
 from monitor.framequeue import FrameQueues
 from monitor.logs import kv, redact_url
 from monitor.records import Embedding, Prediction, SampledFrame
-from monitor.rules import RuleConfig, RuleEngine, RuleSet, parse_duration
+from monitor.rules import RuleConfig, RuleEngine, RuleSet, parse_duration, parse_rule
 from monitor.sources import FrameSampler, backoff_delays
 from monitor.windows import WindowBuffers, sliding_windows
 
@@ -84,9 +84,9 @@ def test_windows_are_per_camera_and_restart_after_a_gap():
 
 
 def rule(**overrides) -> RuleConfig:
-    data = {"id": "no-falls", "severity": "critical", "when": {"action": "fall", "min_confidence": 0.8, "for_windows": 2},
+    data = {"id": "no-falls", "severity": "critical", "action": "fall", "min_confidence": 0.8, "for_windows": 2,
             "cooldown": "10s"} | overrides
-    return RuleConfig.model_validate(data)
+    return parse_rule(data)
 
 
 def engine(*rules: RuleConfig, zones=None) -> RuleEngine:
@@ -107,7 +107,7 @@ def test_episode_opens_after_for_windows_updates_and_closes_once():
     events = run(engine(rule()), [0.9, 0.3, 0.9, 0.85, 0.95, 0.2, 0.1])
     assert [e.kind for e in events] == ["opened", "updated", "closed"]
     opened, updated, closed = events
-    assert opened.started_at == 0.0 and opened.confidence == 0.85  # streak began at window t0=2-2
+    assert opened.started_at == 2.0 and opened.confidence == 0.9  # the streak's first window (its end), its peak
     assert updated.confidence == 0.95 and updated.episode_id == opened.episode_id
     assert closed.ended_at == 5.0 and closed.confidence == 0.95
 
@@ -121,7 +121,7 @@ def test_cooldown_keeps_a_new_episode_from_opening_too_soon():
 
 
 def test_groups_sum_their_members_and_scope_by_zone():
-    e = engine(rule(when={"action": "person_down", "min_confidence": 0.8, "for_windows": 1}, applies_to={"zones": ["gmp-*"]}),
+    e = engine(rule(action="person_down", min_confidence=0.8, for_windows=1, applies_to={"zones": ["gmp-*"]}),
                zones={"cam": "gmp-1", "office": "office"})
     assert [x.kind for x in e.observe(pred(1, 0.5, slip=0.4))] == ["opened"]
     assert e.observe(pred(1, 0.5, camera="office", slip=0.4)) == []
@@ -132,7 +132,7 @@ def test_groups_sum_their_members_and_scope_by_zone():
 
 def test_durations():
     assert parse_duration("90s") == 90 and parse_duration("10m") == 600 and parse_duration(5) == 5.0
-    assert parse_duration("1.5h") == 5400
+    assert parse_duration("1.5h") == 5400 and parse_duration("1h30m") == 5400 and parse_duration("250ms") == 0.25
     with pytest.raises(ValueError):
         parse_duration("soon")
 

@@ -1,0 +1,216 @@
+"""Rule unit tests in YAML, run by `har-monitor rules test`: predictions in, expected episodes out.
+
+```yaml
+rules: [../gmp-conduct.yaml]               # the rule files under test, relative to this file
+labels: [idle, walking, smoking, eating]   # the model's labels (a probability not given is 0)
+groups: {}                                 # the model's groups, if any
+tests:
+  - name: smoking flickering around the threshold is one episode
+    camera: {id: line-1, zone: gmp-packing}
+    start: 2024-05-06T10:00:00+02:00       # with its UTC offset
+    predictions:                           # window end times, as offsets from start
+      - {at: 0s, until: 1m, every: 1s, probs: {idle: 0.9}}   # one window a second for a minute
+      - {at: 1m, probs: {smoking: 0.85}}
+    expect:                                # every episode of every rule, and nothing else
+      - {rule: no-smoking, opened: 1m, closed: 1m5s}         # closed: open = still open at the end
+```
+Each test runs a fresh RuleEngine on its own camera; the episodes it produced are compared with
+`expect` (times to the millisecond) and a difference fails the test.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import pydantic
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from monitor.errors import UserError
+from monitor.records import Prediction
+from monitor.rules.engine import RuleEngine
+from monitor.rules.ruleset import RuleSet, load_rules
+from monitor.rules.schema import Duration, PositiveDuration, format_duration, parse_duration
+from monitor.yamlfile import located, parse_yaml, read_text, validation_problems
+
+
+def _closed(value: object) -> float | None:
+    return None if value == "open" else parse_duration(value)  # type: ignore[arg-type]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraSpec(_Strict):
+    id: str = Field(min_length=1)
+    zone: str | None = None
+
+
+class PredictionSpec(_Strict):
+    at: Duration
+    until: Duration | None = None  # repeat every `every` from `at` up to (not including) `until`
+    every: PositiveDuration | None = None
+    probs: dict[str, Annotated[float, Field(ge=0, le=1)]]
+
+    @model_validator(mode="after")
+    def _repeat(self) -> PredictionSpec:
+        if (self.until is None) != (self.every is None):
+            raise ValueError("until and every go together (one window every `every` until `until`)")
+        if self.until is not None and self.until <= self.at:
+            raise ValueError("until must be after at")
+        return self
+
+    def offsets(self) -> list[float]:
+        if self.until is None or self.every is None:
+            return [self.at]
+        count = int((self.until - self.at) / self.every - 1e-9) + 1
+        return [self.at + k * self.every for k in range(count)]
+
+
+class ExpectedEpisode(_Strict):
+    rule: str
+    opened: Duration
+    closed: Annotated[float | None, BeforeValidator(_closed)]  # `open`: still open at the end
+
+
+class RuleTestCase(_Strict):
+    name: str = Field(min_length=1)
+    camera: CameraSpec
+    start: AwareDatetime
+    predictions: list[PredictionSpec] = Field(min_length=1)
+    expect: list[ExpectedEpisode]
+
+
+class RuleTestFile(_Strict):
+    rules: list[str] = Field(min_length=1)
+    labels: list[str] = Field(min_length=1)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    tests: list[RuleTestCase] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Episode:
+    opened: float  # offsets from the test's start, in seconds
+    rule: str
+    closed: float | None
+
+    def __str__(self) -> str:
+        closed = "open" if self.closed is None else format_duration(self.closed)
+        return f"{self.rule}  opened {format_duration(self.opened)}  closed {closed}"
+
+
+@dataclass(frozen=True)
+class LoadedTests:
+    path: Path
+    spec: RuleTestFile
+    ruleset: RuleSet
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    expected: list[Episode]
+    got: list[Episode]
+
+    @property
+    def passed(self) -> bool:
+        return self.expected == self.got
+
+
+def load_tests(path: Path) -> LoadedTests:
+    """Read a rule test file and the rule files it names; UserError lists every problem, located."""
+    data, marks = parse_yaml(read_text(path), path)
+    if data is None:
+        raise UserError(f"{path}: file is empty")
+    try:
+        spec = RuleTestFile.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise UserError(validation_problems(exc, path, marks)) from None
+    ruleset = load_rules([path.parent / r for r in spec.rules], spec.labels, spec.groups)
+    problems = []
+    rule_ids = {r.id for r in ruleset.rules}
+    for i, case in enumerate(spec.tests):
+        for j, pred in enumerate(case.predictions):
+            for label in pred.probs.keys() - set(spec.labels):
+                at = ("tests", i, "predictions", j, "probs", label)
+                problems.append(f"{located(path, marks, at)}: tests[{i}].predictions[{j}].probs: unknown label "
+                                f"'{label}' (labels: {', '.join(spec.labels)})")
+        for j, expected in enumerate(case.expect):
+            if expected.rule not in rule_ids:
+                at = ("tests", i, "expect", j, "rule")
+                problems.append(f"{located(path, marks, at)}: tests[{i}].expect[{j}].rule: no enabled rule "
+                                f"'{expected.rule}' in {', '.join(spec.rules)}")
+    if problems:
+        raise UserError(problems)
+    return LoadedTests(path, spec, ruleset)
+
+
+def run_case(ruleset: RuleSet, case: RuleTestCase) -> Outcome:
+    start = case.start.timestamp()
+    engine = RuleEngine(ruleset, {case.camera.id: case.camera.zone})
+    opened: dict[str, tuple[str, float]] = {}
+    got: list[Episode] = []
+    for offset, probs in _timeline(case):
+        for event in engine.observe(Prediction(case.camera.id, start + offset, start + offset, offset, probs)):
+            if event.kind == "opened":
+                opened[event.episode_id] = (event.rule, event.started_at - start)
+            elif event.kind == "closed":
+                rule, at = opened.pop(event.episode_id)
+                got.append(Episode(_ms(at), rule, _ms(event.ended_at - start)))  # type: ignore[operator]
+    got += [Episode(_ms(at), rule, None) for rule, at in opened.values()]
+    expected = [Episode(_ms(e.opened), e.rule, None if e.closed is None else _ms(e.closed)) for e in case.expect]
+    return Outcome(case.name, sorted(expected, key=_order), sorted(got, key=_order))
+
+
+def _timeline(case: RuleTestCase) -> list[tuple[float, dict[str, float]]]:
+    return sorted(((offset, p.probs) for p in case.predictions for offset in p.offsets()), key=lambda x: x[0])
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds, 3)
+
+
+def _order(e: Episode) -> tuple:
+    return e.opened, e.rule, math.inf if e.closed is None else e.closed
+
+
+
+def run_files(paths: list[Path], out=print) -> bool:
+    """Run rule test files, printing a pytest-like report; True when every test passed."""
+    began = time.perf_counter()
+    loaded, problems = [], []
+    for path in paths:
+        try:
+            loaded.append(load_tests(path))
+        except UserError as err:
+            problems += err.problems
+    if problems:
+        raise UserError(problems)
+    failures: list[tuple[Path, Outcome]] = []
+    passed = 0
+    for tests in loaded:
+        outcomes = [run_case(tests.ruleset, case) for case in tests.spec.tests]
+        out(f"{tests.path} " + "".join("." if o.passed else "F" for o in outcomes))
+        passed += sum(o.passed for o in outcomes)
+        failures += [(tests.path, o) for o in outcomes if not o.passed]
+    if failures:
+        out(" FAILURES ".center(72, "="))
+    for path, outcome in failures:
+        out(f" {path}::{outcome.name} ".center(72, "_"))
+        out("\n".join(_diff(outcome)))
+    summary = ", ".join(part for part in (f"{len(failures)} failed" if failures else "",
+                                          f"{passed} passed" if passed else "") if part)
+    out(f" {summary} in {time.perf_counter() - began:.2f}s ".center(72, "="))
+    return not failures
+
+
+def _diff(outcome: Outcome) -> list[str]:
+    """Expected episodes prefixed '-', episodes the rules produced instead '+', matches ' '."""
+    lines = difflib.ndiff([str(e) for e in outcome.expected], [str(e) for e in outcome.got])
+    return ["(- expected, + got)"] + [f"  {line}" for line in lines if not line.startswith("?")]
+

@@ -1,0 +1,102 @@
+"""Windows from clip features, and fitting a head on them."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from monitor.classifier import build_head
+from monitor.logs import kv
+from monitor.windows import sliding_windows
+
+log = logging.getLogger("monitor.training")
+
+
+def clip_windows(features: np.ndarray, frames: int, stride: int) -> np.ndarray:
+    """[N, D] -> [K, T, D]: the daemon's windows; a clip shorter than T is padded by repeating its last frame."""
+    if len(features) < frames:
+        pad = np.repeat(features[-1:], frames - len(features), axis=0)
+        features = np.concatenate([features, pad])
+    return sliding_windows(features, frames, stride)
+
+
+def windows_dataset(features: list[np.ndarray], labels: list, frames: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every window of every clip, labelled with its clip's label (an int, or a tuple for two outputs)."""
+    xs, ys = [], []
+    for f, y in zip(features, labels):
+        w = clip_windows(f, frames, stride)
+        xs.append(w)
+        ys += [y] * len(w)
+    return np.concatenate(xs).astype(np.float32), np.array(ys)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Inverse frequency, so a rare class counts as much as a common one."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    return {i: (len(y) / (n_classes * c) if c else 0.0) for i, c in enumerate(counts)}
+
+
+def balance(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Down-sample every class to the smallest one's count."""
+    rng = np.random.default_rng(seed)
+    labels = y if y.ndim == 1 else y[:, 0]
+    smallest = np.bincount(labels).min()
+    keep = np.concatenate([rng.choice(np.flatnonzero(labels == c), smallest, replace=False) for c in np.unique(labels)])
+    return x[np.sort(keep)], y[np.sort(keep)]
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, kind: str = "gru", units: int = 64,
+             epochs: int = 40, batch_size: int = 32, seed: int = 0, x_val: np.ndarray | None = None,
+             y_val: np.ndarray | None = None, n_groups: int = 0, weighted: bool = True,
+             frame_size: tuple[int, int] | None = None, patience: int = 6, verbose: int = 0):
+    """Train a head; early stopping on validation loss restores the best weights; LR halves on plateaus.
+
+    `y` holds action indices, or [action, action_class] pairs when `n_groups` > 0.
+    Returns the model and its history.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    flat = x.reshape(-1, x.shape[-1])
+    model = build_head(kind, x.shape[1], x.shape[2], n_classes, units, flat.mean(0), flat.var(0) + 1e-12,
+                       frame_size=frame_size, n_groups=n_groups)
+    targets = _targets(y, n_groups)
+    if n_groups:
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"action": "sparse_categorical_crossentropy",
+                      "action_class": "sparse_categorical_crossentropy"},
+                      metrics={"action": ["accuracy"], "action_class": ["accuracy"]})
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    validation = (x_val, _targets(y_val, n_groups)) if x_val is not None and len(x_val) else None
+    watch = "val_loss" if validation else "loss"
+    callbacks = [keras.callbacks.EarlyStopping(monitor=watch, patience=patience, restore_best_weights=True),
+                 keras.callbacks.ReduceLROnPlateau(monitor=watch, factor=0.5, patience=max(1, patience // 2))]
+    # Keras applies class_weight to single-output models only; two-output image models use balance instead.
+    weights = class_weights(y, n_classes) if weighted and not n_groups else None
+    history = model.fit(x, targets, validation_data=validation, epochs=epochs, batch_size=batch_size,
+                        shuffle=True, verbose=verbose, callbacks=callbacks, class_weight=weights)
+    log.info(kv(event="head_trained", kind=kind, windows=len(x), epochs=len(history.history["loss"]),
+                loss=round(float(history.history["loss"][-1]), 4)))
+    return model, {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+def _targets(y: np.ndarray | None, n_groups: int):
+    if y is None or not n_groups:
+        return y
+    return {"action": y[:, 0], "action_class": y[:, 1]}
+
+
+def predict_outputs(model, x: np.ndarray) -> list[np.ndarray]:
+    """All outputs of a head as a list of [N, classes] arrays."""
+    out = model.predict(x, verbose=0, batch_size=256)
+    if isinstance(out, dict):
+        return [out[k] for k in ("action", "action_class") if k in out]
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def clip_probabilities(probs: np.ndarray, windows_per_clip: list[int]) -> np.ndarray:
+    """A clip's prediction is the mean of its windows' probabilities."""
+    ends = np.cumsum(windows_per_clip)
+    return np.stack([probs[e - n:e].mean(0) for e, n in zip(ends, windows_per_clip)])
+

@@ -1,0 +1,125 @@
+"""`har-monitor evaluate` and `har-monitor predict`: a bundle applied to clips, offline.
+
+Clips are sampled and windowed as in training (and as the daemon does live), and a clip's
+prediction is the mean of its windows' probabilities.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from monitor.bundle import Bundle, load_bundle
+from monitor.errors import UserError
+from monitor.training.dataset import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Dataset, image_csv, video_folder
+from monitor.training.features import ExtractStats, FeatureCache, backbone_key, extract
+from monitor.training.fit import clip_probabilities, clip_windows, predict_outputs
+from monitor.training.progress import progress_bar
+from monitor.training.train import evaluate_clips, sampling_of
+
+
+def _load(model_dir: Path):
+    import keras
+
+    bundle = load_bundle(model_dir)
+    backbone = bundle.build_backbone()
+    model = keras.models.load_model(bundle.head_file, compile=False)
+    return bundle, backbone, model
+
+
+def _cache(bundle: Bundle, backbone, cache_dir: Path | None) -> FeatureCache | None:
+    if cache_dir is None:
+        return None
+    spec = bundle.manifest.backbone
+    return FeatureCache(cache_dir, backbone_key(spec.name, bundle.weights_location(), backbone.input_size, spec.seed))
+
+
+def evaluate(model_dir: Path, data_path: Path, out: Path | None = None, cache_dir: Path | None = None) -> dict:
+    """Score a bundle on labelled clips; write metrics.json and PNGs to `out` (default MODEL_DIR/evaluation)."""
+    from monitor.evaluation import format_report, write_metrics
+
+    bundle, backbone, model = _load(model_dir)
+    groups = _action_classes(bundle)
+    if bundle.manifest.head.kind == "image":
+        data = image_csv(data_path, tuple(bundle.labels), tuple(groups) if groups else None)
+    else:
+        data = _relabel(video_folder(data_path), bundle, data_path)
+    stats = ExtractStats()
+    with progress_bar("features", len(data.samples)) as advance:
+        feats = extract(backbone, [s.path for s in data.samples], sampling_of(bundle.manifest.window),
+                        _cache(bundle, backbone, cache_dir), stats=stats, progress=advance)
+    kept = [(f, s) for f, s in zip(feats, data.samples) if f is not None]
+    if not kept:
+        raise UserError(f"{data_path}: no readable clip")
+    reports = evaluate_clips(model, [f for f, _ in kept], [s for _, s in kept], bundle.manifest.window, data)
+    out = out or (model_dir / "evaluation")
+    history_file = model_dir / "history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else None
+    write_metrics(reports[0], out, history)
+    print(format_report(reports[0], title=f"{model_dir.name} on {data_path} ({len(kept)} clips"
+                                           f"{f', {len(set(stats.skipped))} unreadable skipped' if stats.skipped else ''})"))
+    if len(reports) > 1:
+        write_metrics(reports[1], out / "action_class")
+        print(format_report(reports[1], title="action class"))
+    return reports[0]
+
+
+def _action_classes(bundle: Bundle) -> list[str]:
+    return list(bundle.manifest.groups) if bundle.manifest.head.kind == "image" else []
+
+
+def _relabel(data: Dataset, bundle: Bundle, source: Path) -> Dataset:
+    """Class folders named as the bundle's labels, mapped to the bundle's label order."""
+    unknown = sorted(set(data.labels) - set(bundle.labels))
+    if unknown:
+        raise UserError(f"{source}: classes not in the model's labels: {', '.join(unknown)} (model: {', '.join(bundle.labels)})")
+    mapping = {i: bundle.labels.index(name) for i, name in enumerate(data.labels)}
+    samples = tuple(type(s)(s.path, mapping[s.label], s.group) for s in data.samples)
+    return Dataset(samples, tuple(bundle.labels))
+
+
+def predict(model_dir: Path, paths: list[Path], top_k: int = 3, csv_path: Path | None = None) -> list[dict]:
+    """Top-k actions per video or image; optional CSV with one row per input."""
+    bundle, backbone, model = _load(model_dir)
+    window = bundle.manifest.window
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UserError([f"{p}: file not found" for p in missing])
+    unsupported = [str(p) for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES]
+    if unsupported:
+        raise UserError([f"{p}: not a video or image file" for p in unsupported])
+    feats = extract(backbone, paths, sampling_of(window), None)
+    names = [bundle.labels, _action_classes(bundle)]
+    rows = []
+    for path, f in zip(paths, feats):
+        row: dict = {"path": str(path)}
+        if f is None:
+            row["error"] = "unreadable"
+        else:
+            outputs = predict_outputs(model, clip_windows(f, window.frames, window.stride))
+            for out, labels, prefix in zip(outputs, names, ("", "class_")):
+                probs = clip_probabilities(out, [len(out)])[0]
+                for rank, i in enumerate(np.argsort(probs)[::-1][:top_k if not prefix else 1], start=1):
+                    row[f"{prefix}top{rank}"], row[f"{prefix}p{rank}"] = labels[i], round(float(probs[i]), 4)
+        rows.append(row)
+        print(_line(row, top_k))
+    if csv_path is not None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        with open(csv_path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return rows
+
+
+def _line(row: dict, top_k: int) -> str:
+    if "error" in row:
+        return f"{row['path']}: {row['error']}"
+    ranked = ", ".join(f"{row[f'top{r}']} {row[f'p{r}']:.2f}" for r in range(1, top_k + 1) if f"top{r}" in row)
+    extra = f"  [class: {row['class_top1']} {row['class_p1']:.2f}]" if "class_top1" in row else ""
+    return f"{row['path']}: {ranked}{extra}"
+
+

@@ -1,0 +1,109 @@
+"""Reloading the rules of a running daemon: a changed file or SIGHUP; open episodes of unchanged rules go on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from conftest import RunningDaemon, write_site
+
+# "anything" covers every label: it fires on every window and its episode stays open
+ALWAYS = {"id": "always", "action": "anything", "min_confidence": 0.5, "labels": {"team": "qa"}}
+ALSO = {**ALWAYS, "id": "also"}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    from monitor import synthetic
+
+    path = tmp_path_factory.mktemp("clip") / "cam.mp4"
+    synthetic.write_video(path, synthetic.render_clip("wave", 12, (120, 160), 1), 12)
+    return path
+
+
+def write_rules(path: Path, *rules: dict) -> None:
+    """Atomically, as editors and config management do: the watcher never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump({"rules": list(rules)}))
+    os.replace(tmp, path)
+
+
+def build_rules_hash(d: RunningDaemon) -> str:
+    return next(dict(labels)["rules"] for (name, labels) in d.scrape() if name == "har_monitor_build_info")
+
+
+def rows(db: Path) -> list[dict]:
+    from monitor.store import violations
+
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        result = [dict(r._mapping) for r in conn.execute(sa.select(violations).order_by(violations.c.started_at))]
+    engine.dispose()
+    return result
+
+
+def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_bundle, clip):
+    site = write_site(tmp_path, tiny_bundle, [{"id": "cam", "url": str(clip), "loop": True}], rules={"rules": [ALWAYS]})
+    rules_file = tmp_path / "rules.yaml"
+    with RunningDaemon(site) as d:
+        violations = lambda rule, severity="major": d.value(  # noqa: E731
+            "har_monitor_violations_total", camera="cam", rule=rule, severity=severity)
+        reloads = lambda result: d.value("har_monitor_rules_reloads_total", result=result)  # noqa: E731
+        d.wait_for(lambda: violations("always") == 1, 60, "the first episode")
+        first = build_rules_hash(d)
+        assert d.value("har_monitor_rule_info", rule="always", severity="major", kind="forbidden", label_team="qa") == 1
+
+        write_rules(rules_file, ALWAYS, ALSO)  # the file watcher picks it up
+        d.wait_for(lambda: violations("also") == 1, 30, "the added rule at work")
+        second = build_rules_hash(d)
+        assert second != first and reloads("ok") == 1
+        assert violations("always") == 1, "the unchanged rule's episode went on: not closed and opened again"
+
+        write_rules(rules_file, ALWAYS, {**ALSO, "action": "smoking"})  # not a label of the model
+        d.wait_for(lambda: reloads("error") == 1, 30, "the bad set refused")
+        assert d.daemon.reload_rules() is False and reloads("error") == 2
+        assert build_rules_hash(d) == second, "the old set keeps running"
+
+        write_rules(rules_file, {**ALWAYS, "severity": "critical"})  # changed; `also` removed
+        d.wait_for(lambda: violations("always", "critical") == 1, 30, "the changed rule's new episode")
+        third = build_rules_hash(d)
+        assert reloads("ok") == 2 and d.daemon.engine.open_count() == 1
+    by_rule = {(r["rule"], r["severity"]): r for r in rows(tmp_path / "violations.db")}
+    assert set(by_rule) == {("always", "major"), ("also", "major"), ("always", "critical")}
+    assert all(r["status"] == "closed" and r["labels"] == {"team": "qa"} for r in by_rule.values())
+    assert [by_rule[k]["rules_hash"] for k in (("always", "major"), ("also", "major"), ("always", "critical"))] == \
+        [first, second, third], "each episode records the rule set that opened it"
+    assert by_rule["always", "major"]["ended_at"] <= by_rule["always", "critical"]["started_at"]
+
+
+def test_sighup_reloads_the_rules(tmp_path, tiny_bundle, clip):
+    site = write_site(tmp_path, tiny_bundle, [{"id": "cam", "url": str(clip), "loop": True}])
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--cameras", str(site)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for_line(log, "event=daemon_started", 90)
+        proc.send_signal(signal.SIGHUP)  # the files did not change: only the signal asks for it
+        wait_for_line(log, "event=rules_reloaded", 30)
+        assert "event=rules_reload_accepted" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+
+
+def wait_for_line(path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no '{text}' within {timeout} s:\n{path.read_text()[-3000:]}")
+        time.sleep(0.2)
