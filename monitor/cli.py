@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from monitor.errors import UserError
+from monitor import records_cli
 from monitor.logs import setup_logging
 from monitor.rules import cli as rules_cli
 
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="rebuild the clips and model even if present")
     _add_training(sub)
     rules_cli.add_parser(sub)
+    records_cli.add_parsers(sub)
     return parser
 
 
@@ -123,7 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = daemon.run(_stop_on_signals(), args.duration)
     print(f"violations this run: {dict(summary.violations) or 'none'}")
     print(f"metrics: {summary.metrics_url}  database: {summary.database}")
-    return 1 if summary.unflushed else 0
+    if summary.unflushed:
+        print(f"{summary.unflushed} violation events wait in the spool for the database (replayed at the next start)")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -159,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"run": cmd_run, "check": cmd_check, "demo": cmd_demo,
                     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                    "rules": rules_cli.cmd_rules}
+                    "rules": rules_cli.cmd_rules, "db": records_cli.cmd_db, "users": records_cli.cmd_users,
+                    "violations": records_cli.cmd_violations}
         return commands[args.command](args)
     except UserError as err:
         for problem in err.problems:

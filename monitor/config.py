@@ -53,6 +53,7 @@ class CameraConfig(_Strict):
 class StorageConfig(_Strict):
     url: str = "sqlite:///violations.db"
     evidence_dir: str = "evidence"
+    spool: str = "spool/events.jsonl"  # where violations wait, durably, while the database is unreachable
 
 
 class MetricsConfig(_Strict):

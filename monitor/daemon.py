@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from monitor.check import CheckedSite, source_settings
 from monitor.errors import UserError
 from monitor.classifier import Classifier
@@ -35,7 +37,7 @@ from monitor.metrics import Metrics, describe_build
 from monitor.records import Embedding, ViolationEvent
 from monitor.rules import RuleEngine, RuleSet, load_rules
 from monitor.sources import CameraSource, SourceHooks
-from monitor.store import Provenance, StoreWriter, shown_url
+from monitor.store import Provenance, SchemaOutdated, StoreWriter, check_schema, shown_url
 from monitor.windows import WindowBuffers
 
 log = logging.getLogger("monitor.daemon")
@@ -74,8 +76,10 @@ class Daemon:
         max_gap = 3.0 * max(1.0 / s.s.sample_fps for s in self.sources) + 1.0
         self.windows = WindowBuffers(window.frames, window.stride, max_gap)
         prov = Provenance(cfg.site, self.bundle.hash, self.ruleset.hash, self.site.hash)
-        self.writer = StoreWriter(self.site.database_url, prov, stored=self._stored,
-                                  failed=self.metrics.store_errors.inc)
+        self.writer = StoreWriter(self.site.database_url, prov, self.site.resolve(cfg.storage.spool),
+                                  stored=self._stored, failed=self.metrics.store_errors.inc,
+                                  spooled=self.metrics.spool_depth.set)
+        self._check_schema()
         self.summary = RunSummary("", shown_url(self.site.database_url))
         self._analysis = threading.Thread(target=self._analyze, name="analysis", daemon=True)
         self._reload_requested = threading.Event()
@@ -87,6 +91,16 @@ class Daemon:
         self._build = dict(site=cfg.site, model=self.bundle.hash, rules=self.ruleset.hash,
                            config=self.site.hash[:16], host=socket.gethostname())
         self._describe_rules()
+
+    def _check_schema(self) -> None:
+        """An outdated schema is the user's to fix (exit 2); an unreachable database is an outage (spool)."""
+        try:
+            check_schema(self.writer.engine, f"har-monitor db upgrade --cameras {self.site.path}")
+        except SchemaOutdated as exc:
+            raise UserError(f"{self.site.path}: storage.url: {exc}") from None
+        except SQLAlchemyError as exc:
+            log.warning(kv(event="store_unreachable_at_start", database=shown_url(self.site.database_url),
+                           error=type(getattr(exc, "orig", None) or exc).__name__, spool=len(self.writer.spool)))
 
     def _hooks(self) -> SourceHooks:
         m = self.metrics
@@ -238,6 +252,6 @@ class Daemon:
         self._emit(self.engine.close_all(time.time(), time.monotonic()))
         if not self.writer.close(left()):
             self.summary.unflushed = self.writer.pending()
-            log.error(kv(event="store_not_flushed", pending=self.summary.unflushed))
+            log.warning(kv(event="store_not_flushed", spooled=self.summary.unflushed, spool=str(self.writer.spool.path)))
         self.metrics.close()
         log.info(kv(event="daemon_stopped", violations=sum(self.summary.violations.values())))

@@ -120,12 +120,15 @@ def build_demo_site(root: Path, metrics_port: int = 9108, clips_per_class: int =
 def run_demo(root: Path, duration: float | None, rebuild: bool = False, stop: threading.Event | None = None) -> int:
     from monitor.check import check_site
     from monitor.daemon import Daemon
+    from monitor.store import upgrade
 
     site_path = root / "site.yaml"
     if rebuild or not site_path.is_file():
         print(f"building the demo site in {root} (synthetic clips, training the GRU head) ...", flush=True)
         build_demo_site(root)
-    daemon = Daemon(check_site(site_path))
+    checked = check_site(site_path)
+    upgrade(checked.site.database_url)  # the demo's own fresh SQLite file
+    daemon = Daemon(checked)
     port = daemon.site.config.metrics.port
     print(f"watching {len(daemon.sources)} cameras, metrics on http://127.0.0.1:{port}/metrics, "
           f"{'Ctrl-C to stop' if duration is None else f'for {duration:g} s'}", flush=True)

@@ -35,8 +35,9 @@ def _as_labels(y: Sequence[int], name: str, n_classes: int) -> np.ndarray:
         raise ValueError(f"{name} must be 1-D class indices, got shape {arr.shape} (argmax the probabilities first)")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-        raise ValueError(f"{name} has class indices outside 0..{n_classes - 1}: {sorted(set(arr[(arr < 0) | (arr >= n_classes)].tolist()))}")
+    bad = sorted(set(arr[(arr < 0) | (arr >= n_classes)].tolist())) if arr.size else []
+    if bad:
+        raise ValueError(f"{name} has class indices outside 0..{n_classes - 1}: {bad}")
     return arr.astype(np.int64)
 
 
@@ -132,7 +133,7 @@ def plot_confusion_matrix(report: dict, path: Path) -> Path:
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    font = max(5.0, min(11.0, 120.0 / max(n, 1)))
+    font = max(5.0, min(11.0, 160.0 / n))
     for i in range(n):
         for j in range(n):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=font,
@@ -208,5 +209,6 @@ def write_metrics(report: dict, out_dir: Path, history: dict | None = None) -> l
         if _curve_groups(history):
             written.append(plot_training_curves(history, out_dir / "training_curves.png"))
         else:
-            log.warning(kv(event="training_curves_skipped", reason="no loss or accuracy series", keys=",".join(sorted(history))))
+            log.warning(kv(event="training_curves_skipped", reason="no loss or accuracy series",
+                           keys=",".join(sorted(history))))
     return written

@@ -40,6 +40,7 @@ class Metrics:
         self.store_writes = Counter("har_monitor_store_writes_total", "Violation events written to the store", registry=r)
         self.store_errors = Counter("har_monitor_store_write_errors_total", "Failed store writes (retried)", registry=r)
         self.store_pending = Gauge("har_monitor_store_pending", "Violation events waiting to be written", registry=r)
+        self.spool_depth = Gauge("har_monitor_store_spool_depth", "Violation events in the durable local spool (database unreachable)", registry=r)
         self.rules_reloads = Counter("har_monitor_rules_reloads_total", "Rule set reloads (SIGHUP or a changed file) by result", ["result"], registry=r)
         for result in ("ok", "error"):
             self.rules_reloads.labels(result)

@@ -232,21 +232,43 @@ class CameraSource:
             yield from frames
 
 
-def read_frames(path: str, size: tuple[int, int], sample_fps: float) -> np.ndarray:
+def read_frames(path: str, size: tuple[int, int], sample_fps: float | None = None,
+                indices: np.ndarray | None = None) -> np.ndarray:
     """A whole clip, sampled and resized exactly as a live camera is: uint8 [N, H, W, 3].
 
-    Training uses this so that a model sees the same frames offline as at run time.
+    Training uses this so that a model sees the same frames offline as at run time. With
+    `indices` (frame numbers, ascending, repeats allowed) instead of `sample_fps`, only those
+    frames are resized.
     """
     height, width = size
-    sampler = FrameSampler(sample_fps)
+    sampler = FrameSampler(sample_fps) if sample_fps else None
+    wanted = np.bincount(indices) if indices is not None and len(indices) else np.zeros(0, int)
     frames = []
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for i, frame in enumerate(container.decode(stream)):
-            t = frame.time if frame.time is not None else i / float(stream.average_rate or 25)
-            if sampler.take(t):
-                frames.append(frame.reformat(width=width, height=height, format="rgb24").to_ndarray())
+            if sampler is not None:
+                t = frame.time if frame.time is not None else i / float(stream.average_rate or 25)
+                repeat = int(sampler.take(t))
+            else:
+                repeat = int(wanted[i]) if i < len(wanted) else 0
+                if i >= len(wanted):
+                    break
+            if repeat:
+                rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                frames += [rgb] * repeat
     if not frames:
         return np.empty((0, height, width, 3), np.uint8)
+    if indices is not None and len(frames) < len(indices):  # containers may promise a frame or two too many
+        frames += [frames[-1]] * (len(indices) - len(frames))
     return np.stack(frames)
+
+
+def count_frames(path: str) -> int:
+    """Frames in a video file: from the container when it says, else by counting packets (no decoding)."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for packet in container.demux(stream) if packet.size)

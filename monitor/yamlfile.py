@@ -1,7 +1,8 @@
 """Read YAML files with line numbers, `${VAR}` substitution and readable validation errors.
 
-Every user-facing YAML file (site.yaml, model.yaml, rules) goes through `load_model`, so
-each problem is reported the same way: `file:line: field: what was expected`.
+Every user-facing YAML file goes through these helpers, so each problem is reported the same way:
+`file:line: field: what was expected` (site.yaml and model.yaml via `load_model`), or
+`file:line:column: ...` (rule files and rule tests, which validate with `parse_yaml`'s positions).
 """
 
 from __future__ import annotations

@@ -8,10 +8,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import uuid
+
 import pytest
+import sqlalchemy as sa
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support importable
+
+from support.databases import PG_HOST, PG_PORT, Db, pg_admin, pg_url  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = (REPO / ".." / "shared" / "assets").resolve()
@@ -66,14 +71,62 @@ def write_site(directory: Path, bundle: Path, cameras: list[dict], rules: dict |
     return path
 
 
+# -- real databases: SQLite files and PostgreSQL schemas ---------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A fresh database for this test run: (user, dbname); dropped at the end."""
+    import psycopg
+
+    user, why = pg_admin()
+    if user is None:
+        pytest.skip(why)
+    name = f"har_monitor_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield user, name
+    finally:
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # also ends leaked connections
+
+
+@pytest.fixture
+def pg_db(pg_database) -> Db:
+    import psycopg
+
+    user, dbname = pg_database
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=dbname, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return Db("postgresql", pg_url(user, PG_PORT, dbname, schema).render_as_string(hide_password=False),
+              pg_url(user, PG_PORT, dbname, schema, "postgresql+psycopg"), schema, dbname, user)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Db:
+    path = tmp_path / "violations.db"
+    return Db("sqlite", f"sqlite:///{path}", sa.make_url(f"sqlite:///{path}"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request) -> Db:
+    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
+
+
+
 class RunningDaemon:
     """A real daemon in a thread of the test process, scraped over HTTP."""
 
-    def __init__(self, site_path: Path):
+    def __init__(self, site_path: Path, upgrade: bool = True):
         from monitor.check import check_site
         from monitor.daemon import Daemon
+        from monitor.store import upgrade as upgrade_schema
 
-        self.daemon = Daemon(check_site(site_path))
+        checked = check_site(site_path)
+        if upgrade:
+            upgrade_schema(checked.site.database_url)
+        self.daemon = Daemon(checked)
         self.stop = threading.Event()
         self.summary = None
         self.thread = threading.Thread(target=self._run, daemon=True)

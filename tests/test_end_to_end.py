@@ -31,11 +31,13 @@ def demo_site(tmp_path_factory) -> Path:
 
 
 def rows(db: Path) -> list[dict]:
-    from monitor.store import violations
+    """The record as QA sees it: each violation with its closing audit event applied."""
+    from monitor.review import query
 
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
-        result = [dict(r._mapping) for r in conn.execute(sa.select(violations).order_by(violations.c.started_at))]
+        result = [dict(v.row, status=("closed" if v.ended_at else "open"), ended_at=v.ended_at,
+                       confidence=v.peak_confidence) for v in query(conn)]
     engine.dispose()
     return result
 
@@ -64,7 +66,7 @@ def test_demo_site_finds_falls_and_stores_them(demo_site):
     assert fall["camera"] in ("line-1", "line-2") and fall["severity"] == "critical" and fall["action"] == "fall"
     assert fall["model_hash"] == bundle.hash and fall["confidence"] >= 0.6
     assert all(r["status"] == "closed" and r["ended_at"] is not None for r in stored), "shutdown closes open episodes"
-    started = fall["started_at"].replace(tzinfo=timezone.utc)
+    started = fall["started_at"]
     assert abs((datetime.now(timezone.utc) - started).total_seconds()) < 120, "times are UTC"
     # nothing for waving on line-2: that rule applies to cleanroom zones only
     assert not [r for r in stored if r["rule"] == "waving-in-cleanroom" and r["camera"] == "line-2"]
@@ -77,6 +79,9 @@ def test_sigterm_drains_and_exits_0_and_no_secret_leaks(demo_site, tmp_path):
     data["storage"]["url"] = f"sqlite:///{tmp_path / 'v.db'}"
     site = demo_site.parent / "site-sigterm.yaml"
     site.write_text(yaml.safe_dump(data, sort_keys=False))
+    from monitor.store import upgrade
+
+    upgrade(data["storage"]["url"])
     env = dict(os.environ, DOOR_PASS="hunter2-secret")
     proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--cameras", str(site)],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)

@@ -70,7 +70,7 @@ def test_unknown_actions_are_errors_only_with_a_model(capsys, tmp_path):
     assert code == 2
     assert err[0].startswith(f"error: {rules}:1:10: groups.ppe_breach: unknown label 'no_gwon' (the model knows: idle,")
     assert err[1].startswith(f"error: {rules}:4:5: rules[0].action: unknown action 'vaping' (the model knows: ")
-    assert err[2].startswith(f"error: {rules}:5:30: rules[1].when.action: unknown action 'running'")
+    assert err[2].startswith(f"error: {rules}:5:29: rules[1].when.action: unknown action 'running'")
 
 
 @pytest.mark.parametrize("text, where, message", [
@@ -117,7 +117,8 @@ def test_unknown_actions_are_errors_only_with_a_model(capsys, tmp_path):
      rules:
        - id: x
          kind: forbiden
-     """, "3:5", "rules[0].kind: unknown rule kind 'forbiden' (expected one of forbidden, sequence, duration, absence)"),
+     """, "3:5", "rules[0].kind: unknown rule kind 'forbiden' (expected one of forbidden, sequence, duration, "
+                 "absence)"),
     ("""
      rules:
        - id: x
@@ -240,5 +241,6 @@ def test_bad_rule_test_files_are_located(capsys, tmp_path):
     tests.write_text(text)
     code, _, err = run(capsys, "rules", "test", str(tests))
     assert code == 2
-    assert err == [f"error: {tests}:8:26: tests[0].predictions[0].probs: unknown label 'smokin' (labels: idle, smoking)",
+    assert err == [f"error: {tests}:8:26: tests[0].predictions[0].probs: unknown label 'smokin' "
+                   "(labels: idle, smoking)",
                    f"error: {tests}:11:10: tests[0].expect[0].rule: no enabled rule 'no-smoke' in rules.yaml"]

@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     commands = rules.add_subparsers(dest="rules_command", required=True)
     check = commands.add_parser("check", help="validate rule files; file:line:column for each problem")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    check.add_argument("--model", type=Path, metavar="MODEL_DIR", help="also check the actions against this bundle's labels")
+    check.add_argument("--model", type=Path, metavar="MODEL_DIR",
+                       help="also check the actions against this bundle's labels")
     test = commands.add_parser("test", help="run rule unit tests (YAML: predictions in, expected episodes out)")
     test.add_argument("files", nargs="+", type=Path, metavar="TESTFILE")
 

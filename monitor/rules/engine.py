@@ -39,38 +39,30 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import replace
-from datetime import datetime
 
 from monitor.records import Prediction, ViolationEvent
 from monitor.rules.ruleset import RuleSet
-from monitor.rules.schedule import Schedule
+from monitor.rules.schedule import Calendar
 from monitor.rules.schema import AbsenceRule, DurationRule, ForbiddenRule, RuleConfig, SequenceRule
 
 STARTED, STOPPED = "started", "stopped"
 
 
 class _View:
-    """One prediction as the rules see it: action confidences and local times, each computed once."""
+    """One prediction as the rules see it: the confidence of each action its camera's rules name, and
+    whether each schedule is active, computed once for all the rules."""
 
-    __slots__ = ("p", "t", "rules_hash", "_groups", "_conf", "_local")
+    __slots__ = ("p", "t", "confs", "rules_hash", "_active")
 
-    def __init__(self, p: Prediction, groups: dict[str, tuple[str, ...]], rules_hash: str):
-        self.p, self.t, self.rules_hash, self._groups = p, p.t1, rules_hash, groups
-        self._conf: dict[str, float] = {}
-        self._local: dict[str, datetime] = {}
+    def __init__(self, p: Prediction, confs: dict[str, float], rules_hash: str):
+        self.p, self.t, self.confs, self.rules_hash = p, p.t1, confs, rules_hash
+        self._active: dict[int, bool] = {}
 
-    def conf(self, action: str) -> float:
-        value = self._conf.get(action)
+    def active(self, calendar: Calendar) -> bool:
+        value = self._active.get(id(calendar))  # calendars are shared by equal schedules (RuleEngine._calendar)
         if value is None:
-            probs = self.p.probs
-            value = self._conf[action] = sum(probs.get(label, 0.0) for label in self._groups.get(action, (action,)))
+            value = self._active[id(calendar)] = calendar.active_at(calendar.local(self.t))
         return value
-
-    def active(self, schedule: Schedule) -> bool:
-        local = self._local.get(schedule.tz)
-        if local is None:
-            local = self._local[schedule.tz] = schedule.local(self.t)
-        return schedule.active_at(local)
 
 
 class _Presence:
@@ -111,18 +103,38 @@ class _Presence:
 
 
 class _Tracker:
-    """One rule on one camera: its presence state and its open episode."""
+    """One rule on one camera: the presence of the action it watches, and its open episode.
 
-    def __init__(self, rule: RuleConfig, camera: str, digest: str):
-        self.rule, self.camera, self.digest = rule, camera, digest
+    `quiet` (nothing going on: no presence, no episode) lets the engine skip the tracker on every
+    window whose confidence for `watched` is below the threshold, as stepping it would change
+    nothing; a `timed` one is also asked whether time alone `wakes` it. Most windows of most rules
+    are skipped this way."""
+
+    timed = False
+
+    def __init__(self, rule: RuleConfig, camera: str, digest: str, calendar: Calendar | None, watched: str):
+        self.rule, self.camera, self.digest, self.calendar, self.watched = rule, camera, digest, calendar, watched
+        self.threshold = rule.min_confidence
         self.presence = _Presence(rule)
         self.episode: ViolationEvent | None = None
+        self.quiet = not self.timed
         self.quiet_until = -math.inf  # cooldown
 
+    def wakes(self, v: _View) -> bool:
+        """For a quiet, timed tracker on a window below its threshold: does this window change anything?"""
+        raise NotImplementedError
+
     def step(self, v: _View) -> list[ViolationEvent]:
-        if self.rule.schedule is not None and not v.active(self.rule.schedule):
-            return self._inactive(v)
-        return self._active(v)
+        if self.calendar is not None and not v.active(self.calendar):
+            events = self._inactive(v)
+        else:
+            events = self._active(v)
+        self.quiet = self._quiet()
+        return events
+
+    def _quiet(self) -> bool:
+        p = self.presence
+        return self.episode is None and not p.on and not p.hits
 
     def _active(self, v: _View) -> list[ViolationEvent]:
         raise NotImplementedError
@@ -131,17 +143,17 @@ class _Tracker:
         self.presence.reset()
         return self.close(v.t, v.p.mono)
 
-    def _watch(self, v: _View, action: str) -> tuple[bool, str | None]:
-        """Feed `action`'s confidence to the presence; (does this window show it, start/stop/None)."""
-        conf = v.conf(action)
-        holds = conf >= self.rule.min_confidence
+    def _watch(self, v: _View) -> tuple[bool, str | None]:
+        """Feed the watched action's confidence to the presence: (does this window show it, start/stop/None)."""
+        conf = v.confs[self.watched]
+        holds = conf >= self.threshold
         return holds, self.presence.step(holds, conf, v.t)
 
-    def _open(self, v: _View, action: str, started_at: float, confidence: float) -> list[ViolationEvent]:
+    def _open(self, v: _View, started_at: float, confidence: float) -> list[ViolationEvent]:
         if v.t < self.quiet_until:
             return []
         rule = self.rule
-        self.episode = ViolationEvent("opened", str(uuid.uuid4()), rule.id, rule.severity, self.camera, action,
+        self.episode = ViolationEvent("opened", str(uuid.uuid4()), rule.id, rule.severity, self.camera, self.watched,
                                       confidence, started_at, None, v.p.mono, rule.labels, v.rules_hash)
         return [self.episode]
 
@@ -161,44 +173,48 @@ class _Tracker:
 
 
 class _Forbidden(_Tracker):
-    rule: ForbiddenRule
-
     def _active(self, v: _View) -> list[ViolationEvent]:
-        _, change = self._watch(v, self.rule.action)
+        _, change = self._watch(v)
         p = self.presence
         if change == STOPPED:
             return self.close(p.end, v.p.mono)
         if not p.on:
             return []
         if self.episode is None:
-            return self._open(v, self.rule.action, p.start, p.peak)
+            return self._open(v, p.start, p.peak)
         return self._peak(p.peak, v.p.mono)
+
+
+class _Required(_Tracker):
+    """A sequence rule's `require`, on its own tracker: when it was last present, schedule or not."""
+
+    def __init__(self, rule: SequenceRule, camera: str, digest: str):
+        super().__init__(rule, camera, digest, None, rule.require)
+        self.seen_at: float | None = None
+
+    def _active(self, v: _View) -> list[ViolationEvent]:
+        holds, _ = self._watch(v)
+        if holds and self.presence.on:
+            self.seen_at = v.t
+        return []
 
 
 class _Sequence(_Tracker):
     rule: SequenceRule
 
-    def __init__(self, rule: SequenceRule, camera: str, digest: str):
-        super().__init__(rule, camera, digest)  # self.presence tracks `before`
-        self.required = _Presence(rule)
-        self.required_at: float | None = None  # last window where `require` was present
-
-    def step(self, v: _View) -> list[ViolationEvent]:
-        conf = v.conf(self.rule.require)
-        holds = conf >= self.rule.min_confidence
-        self.required.step(holds, conf, v.t)
-        if holds and self.required.on:
-            self.required_at = v.t
-        return super().step(v)
+    def __init__(self, rule: SequenceRule, camera: str, digest: str, calendar: Calendar | None, required: _Required):
+        super().__init__(rule, camera, digest, calendar, rule.before)
+        self.required = required  # stepped before this one, on every window
 
     def _active(self, v: _View) -> list[ViolationEvent]:
-        _, change = self._watch(v, self.rule.before)
+        _, change = self._watch(v)
         p = self.presence
         if change == STOPPED:
             return self.close(p.end, v.p.mono)
         if change == STARTED:
-            if self.required_at is None or self.required_at < p.start - self.rule.within:
-                return self._open(v, self.rule.before, p.start, p.peak)
+            seen_at = self.required.seen_at
+            if seen_at is None or seen_at < p.start - self.rule.within:
+                return self._open(v, p.start, p.peak)
             return []
         return self._peak(p.peak, v.p.mono)
 
@@ -208,37 +224,46 @@ class _Duration(_Tracker):
 
     def _active(self, v: _View) -> list[ViolationEvent]:
         rule, p = self.rule, self.presence
-        holds, change = self._watch(v, rule.action)
+        holds, change = self._watch(v)
         if change == STOPPED:
             events = self.close(p.end, v.p.mono)
             if rule.min is not None and p.end - p.start < rule.min:
-                events += self._open(v, rule.action, p.start, p.peak) + self.close(p.end, v.p.mono)
+                events += self._open(v, p.start, p.peak) + self.close(p.end, v.p.mono)
             return events
         if rule.max is None or not (p.on and holds):  # judged on windows that show the action
             return []
         if self.episode is None and v.t - p.start > rule.max:
-            return self._open(v, rule.action, p.start + rule.max, p.peak)
+            return self._open(v, p.start + rule.max, p.peak)
         return self._peak(p.peak, v.p.mono)
 
 
 class _Absence(_Tracker):
     rule: AbsenceRule
+    timed = True
 
-    def __init__(self, rule: AbsenceRule, camera: str, digest: str):
-        super().__init__(rule, camera, digest)
+    def __init__(self, rule: AbsenceRule, camera: str, digest: str, calendar: Calendar | None):
+        super().__init__(rule, camera, digest, calendar, rule.action)
         self.since: float | None = None  # last presence, or when the rule became active
         self.best = 0.0  # highest confidence of the action since then
+
+    def wakes(self, v: _View) -> bool:
+        due = self.episode is None and v.t - self.since > self.rule.every  # type: ignore[operator]
+        return due or v.confs[self.watched] > self.best or (self.calendar is not None and not v.active(self.calendar))
+
+    def _quiet(self) -> bool:  # an open episode waits for the action, which the threshold check watches
+        p = self.presence
+        return self.since is not None and not p.on and not p.hits
 
     def _active(self, v: _View) -> list[ViolationEvent]:
         if self.since is None:
             self.since, self.best = v.t, 0.0
-        holds, _ = self._watch(v, self.rule.action)
+        holds, _ = self._watch(v)
         if holds and self.presence.on:
             self.since, self.best = v.t, 0.0
             return self.close(v.t, v.p.mono)
-        self.best = max(self.best, min(1.0, v.conf(self.rule.action)))
+        self.best = max(self.best, min(1.0, v.confs[self.watched]))
         if self.episode is None and v.t - self.since > self.rule.every:
-            return self._open(v, self.rule.action, self.since + self.rule.every, 1.0 - self.best)
+            return self._open(v, self.since + self.rule.every, 1.0 - self.best)
         return []
 
     def _inactive(self, v: _View) -> list[ViolationEvent]:
@@ -246,8 +271,29 @@ class _Absence(_Tracker):
         return super()._inactive(v)
 
 
-_TRACKERS: dict[type[RuleConfig], type[_Tracker]] = {
-    ForbiddenRule: _Forbidden, SequenceRule: _Sequence, DurationRule: _Duration, AbsenceRule: _Absence}
+def _trackers(rule: RuleConfig, camera: str, digest: str, calendar: Calendar | None) -> list[_Tracker]:
+    if isinstance(rule, SequenceRule):
+        required = _Required(rule, camera, digest)
+        return [required, _Sequence(rule, camera, digest, calendar, required)]
+    if isinstance(rule, ForbiddenRule):
+        return [_Forbidden(rule, camera, digest, calendar, rule.action)]
+    if isinstance(rule, DurationRule):
+        return [_Duration(rule, camera, digest, calendar, rule.action)]
+    assert isinstance(rule, AbsenceRule)
+    return [_Absence(rule, camera, digest, calendar)]
+
+
+class _Camera:
+    """The trackers of the rules that apply to one camera, and the actions they watch with their labels."""
+
+    def __init__(self, trackers: list[_Tracker], groups: dict[str, tuple[str, ...]]):
+        self.trackers = trackers
+        names = sorted({t.watched for t in trackers})
+        self.actions = [(a, groups.get(a, (a,))) for a in names]
+
+    def confidences(self, probs: dict[str, float]) -> dict[str, float]:
+        return {a: probs.get(labels[0], 0.0) if len(labels) == 1 else sum(probs.get(x, 0.0) for x in labels)
+                for a, labels in self.actions}
 
 
 class RuleEngine:
@@ -257,44 +303,59 @@ class RuleEngine:
         self.ruleset = ruleset
         self._zones = dict(zones)
         self._digests = {r.id: ruleset.digest(r) for r in ruleset.rules}
-        self._trackers: dict[str, list[_Tracker]] = {}  # camera -> the rules that apply to it, built on first use
+        self._cameras: dict[str, _Camera] = {}  # built on a camera's first prediction
+        self._calendars: dict[Calendar, Calendar] = {}
         self._open = 0
 
     def observe(self, p: Prediction) -> list[ViolationEvent]:
-        trackers = self._trackers.get(p.camera)
-        if trackers is None:
-            trackers = self._trackers[p.camera] = self._build(p.camera, {})
-        view = _View(p, self.ruleset.groups, self.ruleset.hash)
-        events = [e for tracker in trackers for e in tracker.step(view)]
-        return self._counted(events)
+        camera = self._cameras.get(p.camera)
+        if camera is None:
+            camera = self._cameras[p.camera] = self._build(p.camera, {})
+        confs = camera.confidences(p.probs)
+        view = _View(p, confs, self.ruleset.hash)
+        events: list[ViolationEvent] = []
+        for tracker in camera.trackers:
+            below = confs[tracker.watched] < tracker.threshold
+            if tracker.quiet and below and not (tracker.timed and tracker.wakes(view)):
+                continue
+            events += tracker.step(view)
+        return self._counted(events) if events else events
 
     def close_all(self, now: float, mono: float) -> list[ViolationEvent]:
         """Close every open episode (shutdown, end of stream)."""
-        return self._counted([e for ts in self._trackers.values() for t in ts for e in t.close(now, mono)])
+        return self._counted([e for c in self._cameras.values() for t in c.trackers for e in t.close(now, mono)])
 
     def replace(self, ruleset: RuleSet, now: float, mono: float) -> list[ViolationEvent]:
         """Swap in a new rule set. Rules whose content is unchanged keep their state and open episodes;
         episodes of removed or changed rules are closed (ended_at = now)."""
         digests = {r.id: ruleset.digest(r) for r in ruleset.rules}
-        old, events = self._trackers, []
-        self.ruleset, self._digests, self._trackers = ruleset, digests, {}
-        for camera, trackers in old.items():
-            kept = {}
-            for tracker in trackers:
+        old, events = self._cameras, []
+        self.ruleset, self._digests, self._cameras = ruleset, digests, {}
+        for name, camera in old.items():
+            kept: dict[str, list[_Tracker]] = {}
+            for tracker in camera.trackers:
                 if digests.get(tracker.rule.id) == tracker.digest:
-                    kept[tracker.rule.id] = tracker
+                    kept.setdefault(tracker.rule.id, []).append(tracker)
                 else:
                     events += tracker.close(now, mono)
-            self._trackers[camera] = self._build(camera, kept)
+            self._cameras[name] = self._build(name, kept)
         return self._counted(events)
 
     def open_count(self) -> int:
         return self._open
 
-    def _build(self, camera: str, kept: dict[str, _Tracker]) -> list[_Tracker]:
+    def _build(self, camera: str, kept: dict[str, list[_Tracker]]) -> _Camera:
         zone = self._zones.get(camera)
-        return [kept.get(r.id) or _TRACKERS[type(r)](r, camera, self._digests[r.id])
-                for r in self.ruleset.rules if r.applies(camera, zone)]
+        trackers = [t for r in self.ruleset.rules if r.applies(camera, zone)
+                    for t in kept.get(r.id) or _trackers(r, camera, self._digests[r.id], self._calendar(r))]
+        return _Camera(trackers, self.ruleset.groups)
+
+    def _calendar(self, rule: RuleConfig) -> Calendar | None:
+        """Equal schedules share one Calendar, so a window evaluates each schedule once."""
+        if rule.schedule is None:
+            return None
+        calendar = rule.schedule.calendar()
+        return self._calendars.setdefault(calendar, calendar)
 
     def _counted(self, events: list[ViolationEvent]) -> list[ViolationEvent]:
         self._open += sum(e.kind == "opened" for e in events) - sum(e.kind == "closed" for e in events)

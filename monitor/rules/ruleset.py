@@ -78,12 +78,12 @@ def check_rules(paths: list[Path], labels: list[str] | None,
     defined: dict[str, tuple[tuple[str, ...], str]] = {g: (tuple(m), "the model") for g, m in (groups or {}).items()}
     for path in paths:
         try:
-            raw = read_text(path)
-            data, marks = parse_yaml(raw, path)
+            text = read_text(path)
+            data, marks = parse_yaml(text, path)
         except UserError as err:
             found.errors += err.problems
             continue
-        digest.update(raw.encode())
+        digest.update(text.encode())
         loaded = _parse_file(path, data, marks, found.errors)
         if loaded is None:
             continue
@@ -100,7 +100,9 @@ def check_rules(paths: list[Path], labels: list[str] | None,
     return found
 
 
-def _parse_file(path: Path, data: Any, marks: dict, errors: list[str]) -> tuple[dict, list[tuple[int, RuleConfig]]] | None:
+def _parse_file(path: Path, data: Any, marks: dict,
+                errors: list[str]) -> tuple[dict[str, list[str]], list[tuple[int, RuleConfig]]] | None:
+    """Validate one file's top level, then each rule as its kind; None when the file cannot be used."""
     if data is None:
         errors.append(f"{path}: file is empty")
         return None
@@ -136,7 +138,8 @@ def _add_groups(path: Path, marks: dict, file_groups: dict[str, list[str]],
             continue
         unknown = [m for m in members if labels is not None and m not in labels]
         if unknown:
-            errors.append(f"{where}: unknown label{'s' if len(unknown) > 1 else ''} {', '.join(repr(m) for m in unknown)} "
+            names = ", ".join(repr(m) for m in unknown)
+            errors.append(f"{where}: unknown label{'s' if len(unknown) > 1 else ''} {names} "
                           f"(the model knows: {', '.join(labels or ())})")
             continue
         defined.setdefault(name, (tuple(members), here))

@@ -179,8 +179,7 @@ def _order(e: Episode) -> tuple:
     return e.opened, e.rule, math.inf if e.closed is None else e.closed
 
 
-
-def run_files(paths: list[Path], out=print) -> bool:
+def run_files(paths: list[Path]) -> bool:
     """Run rule test files, printing a pytest-like report; True when every test passed."""
     began = time.perf_counter()
     loaded, problems = [], []
@@ -195,17 +194,16 @@ def run_files(paths: list[Path], out=print) -> bool:
     passed = 0
     for tests in loaded:
         outcomes = [run_case(tests.ruleset, case) for case in tests.spec.tests]
-        out(f"{tests.path} " + "".join("." if o.passed else "F" for o in outcomes))
+        print(f"{tests.path} " + "".join("." if o.passed else "F" for o in outcomes))
         passed += sum(o.passed for o in outcomes)
         failures += [(tests.path, o) for o in outcomes if not o.passed]
     if failures:
-        out(" FAILURES ".center(72, "="))
+        print(" FAILURES ".center(72, "="))
     for path, outcome in failures:
-        out(f" {path}::{outcome.name} ".center(72, "_"))
-        out("\n".join(_diff(outcome)))
-    summary = ", ".join(part for part in (f"{len(failures)} failed" if failures else "",
-                                          f"{passed} passed" if passed else "") if part)
-    out(f" {summary} in {time.perf_counter() - began:.2f}s ".center(72, "="))
+        print(f" {path}::{outcome.name} ".center(72, "_"))
+        print("\n".join(_diff(outcome)))
+    counts = ([f"{len(failures)} failed"] if failures else []) + ([f"{passed} passed"] if passed else [])
+    print(f" {', '.join(counts)} in {time.perf_counter() - began:.2f}s ".center(72, "="))
     return not failures
 
 

@@ -13,11 +13,12 @@ shift is an hour shorter or longer in UTC) and a time the clock skips never matc
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -46,9 +47,6 @@ class Schedule(BaseModel):
     days: list[Day] = Field(default_factory=lambda: list(DAYS))
     between: list[tuple[TimeOfDay, TimeOfDay]] | None = None  # None: all day
     tz: str = "UTC"
-    _zone: ZoneInfo = PrivateAttr()
-    _days: frozenset[int] = PrivateAttr()
-    _ranges: tuple[tuple[int, int], ...] = PrivateAttr()
 
     @field_validator("days")
     @classmethod
@@ -86,24 +84,32 @@ class Schedule(BaseModel):
             raise ValueError(f"unknown time zone '{tz}' (expected an IANA name, e.g. Europe/Copenhagen)") from None
         return tz
 
-    def model_post_init(self, _context: object) -> None:
-        self._zone = ZoneInfo(self.tz)
-        self._days = frozenset(DAYS.index(d) for d in self.days)
-        self._ranges = tuple((_seconds_of_day(s), _seconds_of_day(e)) for s, e in self.between or ())
+    def calendar(self) -> Calendar:
+        return Calendar(ZoneInfo(self.tz), frozenset(DAYS.index(d) for d in self.days),
+                        tuple((_seconds_of_day(s), _seconds_of_day(e)) for s, e in self.between or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """A validated Schedule in the form the engine evaluates for every window: plain attributes."""
+
+    zone: ZoneInfo
+    days: frozenset[int]  # 0 = Monday
+    ranges: tuple[tuple[int, int], ...]  # (start, end) in seconds of the day; none: all day
 
     def local(self, ts: float) -> datetime:
-        return datetime.fromtimestamp(ts, self._zone)
+        return datetime.fromtimestamp(ts, self.zone)
 
     def active_at(self, local: datetime) -> bool:
         """Is the rule active at this local time (`local(ts)`)?"""
         day = local.weekday()
-        if not self._ranges:
-            return day in self._days
+        if not self.ranges:
+            return day in self.days
         now = local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
-        for start, end in self._ranges:
+        for start, end in self.ranges:
             if start < end:
-                if day in self._days and start <= now < end:
+                if day in self.days and start <= now < end:
                     return True
-            elif (day in self._days and now >= start) or ((day - 1) % 7 in self._days and now < end):
+            elif (day in self.days and now >= start) or ((day - 1) % 7 in self.days and now < end):
                 return True
         return False

@@ -171,7 +171,8 @@ class DurationRule(RuleConfig):
         if self.min is None and self.max is None:
             raise ValueError("a duration rule needs min, max or both")
         if self.min is not None and self.max is not None and self.min >= self.max:
-            raise ValueError(f"min ({format_duration(self.min)}) must be shorter than max ({format_duration(self.max)})")
+            shortest, longest = format_duration(self.min), format_duration(self.max)
+            raise ValueError(f"min ({shortest}) must be shorter than max ({longest})")
         return self
 
 

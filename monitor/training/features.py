@@ -18,7 +18,7 @@ import numpy as np
 
 from monitor.backbones import Backbone
 from monitor.logs import kv
-from monitor.sources import read_frames
+from monitor.sources import count_frames, read_frames
 
 log = logging.getLogger("monitor.training")
 VARIANTS = ("orig", "flip_crop", "speed")  # augmentation variants of a training clip
@@ -60,11 +60,11 @@ def clip_frames(path: Path, size: tuple[int, int], sampling: Sampling, variant: 
         speed = rng.uniform(0.8, 1.25) if variant == "speed" else 1.0  # frame-rate jitter
         if sampling.fps:
             frames = read_frames(str(path), size, sampling.fps * speed)
-        else:
-            frames = read_frames(str(path), size, 1000.0)  # every frame, then spread N over the clip
-            span = min(len(frames), max(1, round(len(frames) / speed)))
-            start = int(rng.integers(0, len(frames) - span + 1)) if span < len(frames) else 0
-            frames = frames[start:start + span][uniform_indices(span, sampling.frames)]
+        else:  # N frames spread over the clip (a shorter span of it when sped up); only those are resized
+            total = count_frames(str(path))
+            span = min(total, max(1, round(total / speed)))
+            start = int(rng.integers(0, total - span + 1)) if span < total else 0
+            frames = read_frames(str(path), size, indices=start + uniform_indices(span, sampling.frames))
         if not len(frames):
             raise ValueError("no decodable frame")
     if variant == "flip_crop":

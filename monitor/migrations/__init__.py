@@ -1,0 +1,1 @@
+"""Alembic migrations of the violation record schema (`har-monitor db upgrade`)."""

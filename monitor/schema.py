@@ -1,0 +1,102 @@
+"""The database schema of the violation record (a regulated electronic record, 21 CFR Part 11 / Annex 11).
+
+violations and audit_events are append-only hash chains: each row carries the SHA-256 of its
+content and of the previous row, so an edited, deleted or inserted row breaks the chain
+(`har-monitor violations verify`). A change to a violation (closed, evidence attached,
+reviewed) is a new audit event, never an UPDATE. reviews are electronic signatures, chained too.
+The schema is created and changed only by Alembic migrations (monitor/migrations).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Timezone-aware UTC on every database (SQLite would hand back naive datetimes)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=timezone.utc)
+
+
+def _chain_columns() -> list[sa.Column]:
+    return [sa.Column("prev_hash", sa.String(64), nullable=False), sa.Column("row_hash", sa.String(64), nullable=False)]
+
+
+violations = sa.Table(
+    "violations", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),  # the episode id
+    sa.Column("site", sa.String(128), nullable=False),
+    sa.Column("host", sa.String(128), nullable=False),
+    sa.Column("camera", sa.String(64), nullable=False, index=True),
+    sa.Column("rule", sa.String(64), nullable=False, index=True),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),  # at opening; the peak is in the closing audit event
+    sa.Column("started_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("model_hash", sa.String(64), nullable=False),
+    sa.Column("rules_hash", sa.String(64), nullable=False),
+    sa.Column("config_hash", sa.String(64), nullable=False),
+    sa.Column("labels", sa.Text, nullable=False, default="{}"),  # JSON
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+)
+
+audit_events = sa.Table(
+    "audit_events", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_key", sa.String(96), nullable=False, unique=True),  # idempotent replays
+    sa.Column("violation_id", sa.String(36), index=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),  # a user name, or "system"
+    sa.Column("what", sa.String(32), nullable=False),  # closed | evidence | reviewed | user_added | user_disabled ...
+    sa.Column("old", sa.Text, nullable=False),  # JSON
+    sa.Column("new", sa.Text, nullable=False),  # JSON
+    sa.Column("why", sa.Text, nullable=False),
+    *_chain_columns(),
+)
+
+reviews = sa.Table(
+    "reviews", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("violation_id", sa.String(36), nullable=False, index=True),
+    sa.Column("user", sa.String(64), nullable=False),
+    sa.Column("printed_name", sa.String(128), nullable=False),
+    sa.Column("signed_at", UTCDateTime(), nullable=False),
+    sa.Column("meaning", sa.String(32), nullable=False),  # the disposition: confirmed | false_positive | needs_follow_up
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("violation_hash", sa.String(64), nullable=False),  # binds the signature to the record signed
+    *_chain_columns(),
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("printed_name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # viewer | reviewer | admin
+    sa.Column("password_hash", sa.String(256), nullable=False),  # argon2id
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+CHAINED = {"violations": violations, "audit_events": audit_events, "reviews": reviews}
+
+chain_heads = sa.Table(  # the last row of each chain: a deleted last row is caught too
+    "chain_heads", metadata,
+    sa.Column("chain", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+)

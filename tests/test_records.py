@@ -1,0 +1,180 @@
+"""Records QA can trust: tamper evidence, signatures, export, and no loss through a database outage."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import RunningDaemon, write_site
+from monitor import ledger
+from monitor.cli import main
+from monitor.review import query
+from monitor.schema import audit_events, reviews, violations
+from monitor.store import audit, create_engine, upgrade, write_event
+from support.tcpproxy import TcpProxy
+from test_store import PROV, T0, pair
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def record(db, tmp_path):
+    """A record with 3 closed violations, one with evidence files, and one signed review."""
+    upgrade(db.url)
+    engine = create_engine(db.url)
+    clip, snap = tmp_path / "ev" / "clip.mp4", tmp_path / "ev" / "snap.jpg"
+    clip.parent.mkdir()
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42 clip bytes")
+    snap.write_bytes(b"\xff\xd8\xff jpeg bytes")
+    from monitor.backbones import sha256_file
+
+    with engine.begin() as conn:
+        for i in range(3):
+            for e in pair(f"ep-{i}", T0 + i):
+                write_event(conn, e, PROV)
+        audit(conn, "ep-1:evidence", "ep-1", "system", "evidence", {},
+              {"clip": {"path": str(clip), "sha256": sha256_file(clip)},
+               "snapshot": {"path": str(snap), "sha256": sha256_file(snap)}}, "evidence written")
+    assert cli(db, "users", "add", "rita", "--role", "reviewer", "--printed-name", "Rita Reviewer", stdin=PASSWORD) == 0
+    assert cli(db, "violations", "review", "ep-1", "--disposition", "confirmed", "--reason", "gloves off on video",
+               "--user", "rita", stdin=PASSWORD) == 0
+    yield engine, clip
+    engine.dispose()
+
+
+def cli(db, *args: str, stdin: str | None = None, monkeypatch=None) -> int:
+    import sys
+
+    argv = [*args, "--db", db.url] + (["--password-stdin"] if stdin is not None else [])
+    old = sys.stdin
+    sys.stdin = io.StringIO((stdin or "") + "\n")
+    try:
+        return main(argv)
+    finally:
+        sys.stdin = old
+
+
+def verify(db, capsys) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = cli(db, "violations", "verify")
+    return code, [line for line in capsys.readouterr().out.splitlines() if line.startswith("ALTERED")]
+
+
+def test_an_intact_record_verifies(db, record, capsys):
+    assert verify(db, capsys) == (0, [])
+
+
+def test_edited_deleted_and_inserted_rows_are_named(db, record, capsys):
+    engine, _ = record
+    with engine.begin() as conn:  # someone with database access "fixes" a record quietly
+        conn.execute(violations.update().where(violations.c.id == "ep-0").values(severity="minor"))
+    code, problems = verify(db, capsys)
+    assert code == 1 and problems == ["ALTERED: violations: seq 1 (id ep-0): content altered (its hash does not match)"]
+
+    with engine.begin() as conn:
+        conn.execute(violations.update().where(violations.c.id == "ep-0").values(severity="major"))
+        conn.execute(audit_events.delete().where(audit_events.c.violation_id == "ep-2"))
+    code, problems = verify(db, capsys)
+    assert code == 1 and any(p.startswith("ALTERED: audit_events: seq") and "removed" in p for p in problems), problems
+
+    with engine.begin() as conn:
+        forged = dict(conn.execute(sa.select(violations).where(violations.c.id == "ep-1")).mappings().one())
+        forged.update(seq=None, id="ep-forged", camera="line-9")
+        forged.pop("seq")
+        conn.execute(violations.insert().values(forged))
+    code, problems = verify(db, capsys)
+    assert any("violations: seq 4 (id ep-forged)" in p for p in problems), problems
+
+
+def test_a_changed_or_missing_evidence_file_is_named(db, record, capsys):
+    _, clip = record
+    clip.write_bytes(b"a different video")
+    code, problems = verify(db, capsys)
+    assert code == 1 and problems == [f"ALTERED: evidence: {clip}: altered: SHA-256 differs (violation ep-1)"]
+    clip.unlink()
+    assert verify(db, capsys)[1] == [f"ALTERED: evidence: {clip}: missing (violation ep-1)"]
+
+
+def test_signatures_roles_passwords_and_reasons(db, record, capsys):
+    assert cli(db, "users", "add", "vic", "--role", "viewer", stdin=PASSWORD) == 0
+    capsys.readouterr()
+    assert cli(db, "violations", "review", "ep-0", "--disposition", "confirmed", "--reason", "x", "--user", "vic",
+               stdin=PASSWORD) == 1
+    assert "only reviewers and admins may sign" in capsys.readouterr().err
+    assert cli(db, "violations", "review", "ep-0", "--disposition", "confirmed", "--reason", "x", "--user", "rita",
+               stdin="wrong password") == 1
+    assert "wrong password" in capsys.readouterr().err
+    assert cli(db, "violations", "review", "ep-0", "--disposition", "confirmed", "--reason", "  ", "--user", "rita",
+               stdin=PASSWORD) == 2
+    assert "a signature needs a reason" in capsys.readouterr().err
+    assert cli(db, "users", "disable", "rita", "--reason", "left the company") == 0
+    assert cli(db, "violations", "review", "ep-0", "--disposition", "confirmed", "--reason", "x", "--user", "rita",
+               stdin=PASSWORD) == 1
+
+    engine, _ = record
+    with engine.connect() as conn:
+        signed = conn.execute(sa.select(reviews)).mappings().all()
+        (view,) = query(conn, violation_id="ep-1")
+    assert len(signed) == 1, "refused signatures leave nothing behind"
+    assert signed[0]["printed_name"] == "Rita Reviewer" and signed[0]["meaning"] == "confirmed"
+    assert signed[0]["violation_hash"] == view.row["row_hash"], "the signature binds the signed record"
+    capsys.readouterr()
+    assert cli(db, "violations", "show", "ep-1") == 0
+    shown = capsys.readouterr().out
+    assert "Rita Reviewer (rita): confirmed: gloves off on video" in shown and "evidence" in shown
+
+
+def test_a_second_review_is_a_new_signature(db, record, capsys):
+    assert cli(db, "users", "add", "otto", "--role", "admin", stdin=PASSWORD) == 0
+    assert cli(db, "violations", "review", "ep-1", "--disposition", "false_positive", "--reason", "it was a shadow",
+               "--user", "otto", stdin=PASSWORD) == 0
+    engine, _ = record
+    with engine.connect() as conn:
+        (view,) = query(conn, violation_id="ep-1")
+        assert [r["meaning"] for r in view.reviews] == ["confirmed", "false_positive"]
+        assert ledger.verify(conn) == []
+    capsys.readouterr()
+    assert cli(db, "violations", "list", "--status", "open", "--format", "json") == 0
+    assert sorted(v["id"] for v in json.loads(capsys.readouterr().out)) == ["ep-0", "ep-2"]
+
+
+def test_export_is_a_spreadsheet_with_trail_and_hashes(db, record, tmp_path, capsys):
+    out = tmp_path / "audit.csv"
+    assert cli(db, "violations", "export", "--since", "2000-01-01", "--out", str(out)) == 0
+    rows = list(csv.DictReader(out.read_text(encoding="utf-8-sig").splitlines()))
+    assert [r["id"] for r in rows] == ["ep-0", "ep-1", "ep-2"]
+    ep1 = rows[1]
+    assert ep1["clip_sha256"] and ep1["snapshot_sha256"] and ep1["status"] == "reviewed"
+    assert "closed" in ep1["audit_trail"] and "reviewed" in ep1["audit_trail"]
+    assert "confirmed by Rita Reviewer" in ep1["dispositions"]
+
+
+def test_daemon_through_a_database_outage_loses_nothing(pg_db, tiny_bundle, tmp_path):
+    """The daemon starts while PostgreSQL is unreachable, keeps producing violations, and catches up."""
+    from monitor import synthetic
+
+    upgrade(pg_db.url)
+    clip = tmp_path / "cam.mp4"
+    synthetic.write_video(clip, synthetic.render_clip("idle", 24, (120, 160), 1), 12)
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        proxy.pause()
+        cams = [{"id": f"cam-{i}", "url": str(clip), "loop": True} for i in range(3)]
+        site = write_site(tmp_path / "site", tiny_bundle, cams, storage={"url": pg_db.via_port(proxy.port)})
+        with RunningDaemon(site, upgrade=False) as d:
+            d.wait_for(lambda: d.value("har_monitor_store_spool_depth") >= 3, 60, "violations spooled during the outage")
+            assert d.value("har_monitor_store_write_errors_total") >= 1
+            proxy.resume()
+            d.wait_for(lambda: d.value("har_monitor_store_spool_depth") == 0, 30, "the spool replayed")
+        engine = pg_db.engine()
+        with engine.connect() as conn:
+            got = query(conn)
+            assert ledger.verify(conn) == []
+        engine.dispose()
+    assert sorted(v.row["camera"] for v in got) == ["cam-0", "cam-1", "cam-2"], "each episode exactly once"
+    assert all(v.ended_at for v in got), "closed at shutdown"
