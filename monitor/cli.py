@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the monitoring daemon")
     run.add_argument("--cameras", required=True, type=Path, metavar="SITE_YAML", help="the site configuration")
     run.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after this long (default: until SIGTERM/Ctrl-C)")
+    run.add_argument("--shard", metavar="INDEX/COUNT", help="watch only this shard's cameras (by a stable hash of their ids)")
 
     check = sub.add_parser("check", help="validate site.yaml, the model bundle and the rules without running")
     check.add_argument("--cameras", required=True, type=Path, metavar="SITE_YAML")
@@ -120,7 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor.check import check_site
     from monitor.daemon import Daemon
 
-    daemon = Daemon(check_site(args.cameras))
+    from monitor.config import parse_shard
+
+    daemon = Daemon(check_site(args.cameras), parse_shard(args.shard) if args.shard else None)
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())  # handlers belong to the main thread
     summary = daemon.run(_stop_on_signals(), args.duration)
     print(f"violations this run: {dict(summary.violations) or 'none'}")

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from monitor.errors import UserError
 from monitor.yamlfile import load_model
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
@@ -131,6 +132,22 @@ class Site:
         if url.startswith(prefix) and url != "sqlite:///:memory:" and not url.startswith("sqlite:////"):
             return prefix + str(self.resolve(url[len(prefix):]))
         return url
+
+
+def shard_of(camera_id: str, count: int) -> int:
+    """A camera's shard: a stable hash of its id alone, so adding a camera moves no other camera."""
+    return int.from_bytes(hashlib.sha256(camera_id.encode()).digest()[:8], "big") % count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' (0 <= i < n) -> (i, n)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard: '{text}' is not INDEX/COUNT (e.g. 0/3)") from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard: '{text}': the index must be in 0..COUNT-1")
+    return index, count
 
 
 def load_site(path: str | Path) -> Site:

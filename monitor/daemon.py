@@ -28,6 +28,7 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.check import CheckedSite, source_settings
+from monitor.config import shard_of
 from monitor.errors import UserError
 from monitor.classifier import Classifier
 from monitor.embedding import Embedder
@@ -54,10 +55,13 @@ class RunSummary:
 
 
 class Daemon:
-    def __init__(self, checked: CheckedSite):
+    def __init__(self, checked: CheckedSite, shard: tuple[int, int] | None = None):
         self.site, self.bundle, self.ruleset = checked.site, checked.bundle, checked.rules
         cfg = self.site.config
-        self.cameras = self.site.cameras
+        self.shard = shard
+        self.cameras = [c for c in self.site.cameras if shard is None or shard_of(c.id, shard[1]) == shard[0]]
+        if not self.cameras:
+            log.warning(kv(event="no_cameras_in_shard", shard=f"{shard[0]}/{shard[1]}" if shard else "-"))
         self.metrics = Metrics()
         self.backbone = self.bundle.build_backbone()
         window = self.bundle.manifest.window
@@ -73,10 +77,13 @@ class Daemon:
                                  self._embeddings.put, self._sources_stop, self._observe_batch)
         self.sources = [CameraSource(source_settings(self.site, c, self.bundle, self.backbone.input_size),
                                      self._hooks(), self._sources_stop) for c in self.cameras]
-        max_gap = 3.0 * max(1.0 / s.s.sample_fps for s in self.sources) + 1.0
+        max_gap = 3.0 * max((1.0 / s.s.sample_fps for s in self.sources), default=1.0) + 1.0
         self.windows = WindowBuffers(window.frames, window.stride, max_gap)
         prov = Provenance(cfg.site, self.bundle.hash, self.ruleset.hash, self.site.hash)
-        self.writer = StoreWriter(self.site.database_url, prov, self.site.resolve(cfg.storage.spool),
+        spool = self.site.resolve(cfg.storage.spool)
+        if shard is not None:  # shards may share a volume: each keeps its own spool
+            spool = spool.with_name(f"{spool.stem}.shard{shard[0]}of{shard[1]}{spool.suffix}")
+        self.writer = StoreWriter(self.site.database_url, prov, spool,
                                   stored=self._stored, failed=self.metrics.store_errors.inc,
                                   spooled=self.metrics.spool_depth.set)
         self._check_schema()
@@ -164,6 +171,16 @@ class Daemon:
                 self.metrics.predictions.labels(p.camera, p.top[0]).inc()
                 self._emit(self.engine.observe(p))
 
+    def health(self) -> dict:
+        """Liveness: the pipeline's threads run. Readiness: also the store is reachable or spooling,
+        and at least one camera delivers frames (the model is loaded before the server starts)."""
+        threads = {"embedder": self.embedder.thread, "analysis": self._analysis, "store": self.writer.thread}
+        live = not any(t.ident is not None and not t.is_alive() for t in threads.values())  # none has died
+        cameras_up = sum(s.is_up for s in self.sources)
+        return {"live": live, "ready": live and cameras_up > 0, "cameras_up": cameras_up,
+                "cameras": len(self.sources), "spooled": len(self.writer.spool),
+                "threads": {name: t.is_alive() for name, t in threads.items()}}
+
     def request_reload(self) -> None:
         """Ask for a rules reload (safe from a signal handler): the watcher thread does it."""
         self._reload_requested.set()
@@ -222,7 +239,8 @@ class Daemon:
 
     def run(self, stop: threading.Event, duration: float | None = None) -> RunSummary:
         cfg = self.site.config
-        port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        shard = f"{self.shard[0]}/{self.shard[1]}" if self.shard else None
+        port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port, self.health, shard)
         shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
         self.writer.thread.start()

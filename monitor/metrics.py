@@ -6,7 +6,13 @@ children are created at start-up so that `rate(...) == 0` alerts can fire for a 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.core import GaugeMetricFamily
 
 import monitor
@@ -66,9 +72,17 @@ class Metrics:
             for rule, severity in rules:
                 self.violations.labels(c, rule, severity)
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the /metrics HTTP server; return the port it listens on."""
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, health: Callable[[], dict] | None = None, shard: str | None = None) -> int:
+        """Serve /metrics, /healthz (liveness) and /readyz (readiness); return the port it listens on.
+
+        `health()` returns {"live": bool, "ready": bool, ...details}. With `shard`, every
+        sample carries a shard label, so the shards of one site can be told apart.
+        """
+        exposed = self.registry if shard is None else _with_label(self.registry, "shard", shard)
+        handler = type("Handler", (_Handler,), {"exposed": exposed, "health": staticmethod(health or (lambda: {}))})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
         return self._server.server_port
 
     def close(self) -> None:
@@ -93,6 +107,48 @@ class RuleInfo:
         for labels in self._samples:
             family.add_sample("har_monitor_rule_info", labels, 1.0)
         yield family
+
+
+class _Handler(BaseHTTPRequestHandler):
+    exposed: CollectorRegistry
+    health: Callable[[], dict]
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(self.exposed), CONTENT_TYPE_LATEST)
+        elif path in ("/healthz", "/readyz"):
+            state = self.health()
+            ok = state.get("live" if path == "/healthz" else "ready", False)
+            self._send(200 if ok else 503, json.dumps(state).encode(), "application/json")
+        else:
+            self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:  # scrapes every few seconds are not events worth a log line
+        pass
+
+
+def _with_label(registry: CollectorRegistry, name: str, value: str) -> CollectorRegistry:
+    """A view of `registry` whose every sample also carries name=value."""
+
+    class Labelled:
+        def collect(self):
+            for family in registry.collect():
+                out = Metric(family.name, family.documentation, family.type, family.unit)
+                for s in family.samples:
+                    out.add_sample(s.name, {**s.labels, name: value}, s.value, s.timestamp, s.exemplar)
+                yield out
+
+    view = CollectorRegistry(auto_describe=False)
+    view.register(Labelled())
+    return view
 
 
 def describe_build(metrics: Metrics, **fields: str) -> None:

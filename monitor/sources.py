@@ -126,6 +126,10 @@ class CameraSource:
     def name(self) -> str:
         return self.s.camera
 
+    @property
+    def is_up(self) -> bool:
+        return self._connected and time.monotonic() - self._last_frame <= self.s.stall_seconds
+
     def start(self) -> None:
         self._thread.start()
 

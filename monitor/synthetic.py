@@ -377,7 +377,10 @@ def render_clip(
     `fps` sets how fast the periodic motions (sway, wave, walk) are per frame; a fall
     always spans the whole clip. `look_seed` (default: `seed`) draws the backdrop, colours
     and figure scale separately from the motion, so several clips can share one "actor".
-    "get_up" is exactly `render_clip("fall", ...)[::-1]` for the same arguments.
+    "get_up" is exactly `render_clip("fall", ...)[::-1]` for the same arguments. A reader
+    that keeps every s-th frame from frame 0 sees the same frame set for both only when
+    n_frames % s == 1 (e.g. 25 frames at stride 2). Otherwise the two sets are offset by
+    part of a step, which a frame-averaging baseline can weakly pick up.
     """
     _check_action(action)
     if n_frames < 1:

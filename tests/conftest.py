@@ -118,7 +118,7 @@ def db(request) -> Db:
 class RunningDaemon:
     """A real daemon in a thread of the test process, scraped over HTTP."""
 
-    def __init__(self, site_path: Path, upgrade: bool = True):
+    def __init__(self, site_path: Path, upgrade: bool = True, shard: tuple[int, int] | None = None):
         from monitor.check import check_site
         from monitor.daemon import Daemon
         from monitor.store import upgrade as upgrade_schema
@@ -126,7 +126,7 @@ class RunningDaemon:
         checked = check_site(site_path)
         if upgrade:
             upgrade_schema(checked.site.database_url)
-        self.daemon = Daemon(checked)
+        self.daemon = Daemon(checked, shard)
         self.stop = threading.Event()
         self.summary = None
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -41,11 +43,12 @@ def build_rules_hash(d: RunningDaemon) -> str:
 
 
 def rows(db: Path) -> list[dict]:
-    from monitor.store import violations
+    """The record as QA sees it: each violation with the end time of its closing audit event."""
+    from monitor.review import query
 
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
-        result = [dict(r._mapping) for r in conn.execute(sa.select(violations).order_by(violations.c.started_at))]
+        result = [dict(v.row, ended_at=v.ended_at) for v in query(conn)]
     engine.dispose()
     return result
 
@@ -78,14 +81,17 @@ def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_b
         assert reloads("ok") == 2 and d.daemon.engine.open_count() == 1
     by_rule = {(r["rule"], r["severity"]): r for r in rows(tmp_path / "violations.db")}
     assert set(by_rule) == {("always", "major"), ("also", "major"), ("always", "critical")}
-    assert all(r["status"] == "closed" and r["labels"] == {"team": "qa"} for r in by_rule.values())
+    assert all(r["ended_at"] is not None and json.loads(r["labels"]) == {"team": "qa"} for r in by_rule.values())
     assert [by_rule[k]["rules_hash"] for k in (("always", "major"), ("also", "major"), ("always", "critical"))] == \
         [first, second, third], "each episode records the rule set that opened it"
-    assert by_rule["always", "major"]["ended_at"] <= by_rule["always", "critical"]["started_at"]
+    assert datetime.fromisoformat(by_rule["always", "major"]["ended_at"]) <= by_rule["always", "critical"]["started_at"]
 
 
 def test_sighup_reloads_the_rules(tmp_path, tiny_bundle, clip):
+    from monitor.store import upgrade
+
     site = write_site(tmp_path, tiny_bundle, [{"id": "cam", "url": str(clip), "loop": True}])
+    upgrade(f"sqlite:///{tmp_path / 'violations.db'}")
     log = tmp_path / "stderr.log"
     with log.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--cameras", str(site)],

@@ -20,9 +20,12 @@ from monitor.training.train import TrainOptions, train
 ORDER_CLASSES = ("idle", "walk", "fall", "get_up")  # fall and get_up: the same frames in opposite order
 
 
-def make_clips(root: Path, actions=ORDER_CLASSES, per_class: int = 6, looks: int = 3, frames: int = 24,
+def make_clips(root: Path, actions=ORDER_CLASSES, per_class: int = 6, looks: int = 3, frames: int = 25,
                size=(120, 160)) -> Path:
-    """Clips of a few recurring 'cameras' (looks); clip pairs share a group (session); get_up reverses fall."""
+    """Clips of a few recurring 'cameras' (looks); clip pairs share a group (session); get_up reverses fall.
+
+    An odd frame count keeps fall and get_up the same frame set when every other frame is sampled.
+    """
     for a, action in enumerate(actions):
         for k in range(per_class):
             motion = 10 * k + synthetic.ACTIONS.index("fall" if action == "get_up" else action) * 100_000
@@ -55,6 +58,7 @@ def image_csv_data(tmp_path_factory) -> Path:
 def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     """>= 90% on held-out clips with a real pretrained backbone; the order-only pair defeats a frame average."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     weights = asset("weights", "mobilenet_v2_1.0_224_imagenet_notop.weights.h5")
     data = make_clips(tmp_path / "data", per_class=24)
@@ -75,9 +79,10 @@ def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     feats = extract(backbone, pair, Sampling(8, 6.0), cache)
     x = np.stack([f.mean(0) for f in feats])
     y = np.array([p.parent.name == "fall" for p in pair])
-    test = np.array(["_g0" in p.stem and int(p.stem.split("_g")[1][:2]) % 4 == 0 for p in pair])
-    baseline = LogisticRegression(max_iter=2000).fit(x[~test], y[~test])
-    assert baseline.score(x[test], y[test]) <= 0.6, "frame averaging cannot tell a fall from getting up"
+    chance = cross_val_score(LogisticRegression(max_iter=2000), x, y, cv=StratifiedKFold(4, shuffle=True, random_state=0))
+    assert chance.mean() <= 0.65, f"frame averaging cannot tell a fall from getting up: {chance}"
+    per_class = result.report["per_class"]
+    assert per_class["fall"]["recall"] >= 0.75 and per_class["get_up"]["recall"] >= 0.75, "the GRU can"
 
 
 @pytest.mark.parametrize("backbone, head, extra", [

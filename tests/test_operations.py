@@ -1,0 +1,73 @@
+"""Running several machines: camera shards, health endpoints, shard labels on every metric."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import RunningDaemon, write_site
+from monitor.config import parse_shard, shard_of
+from monitor.errors import UserError
+
+
+def test_every_camera_is_in_exactly_one_shard_and_adding_one_moves_no_other():
+    cameras = [f"line-{i}-cam-{j}" for i in range(20) for j in range(5)]
+    for count in (1, 2, 3, 7):
+        shards = {c: shard_of(c, count) for c in cameras}
+        assert all(0 <= s < count for s in shards.values())
+        assert {c: shard_of(c, count) for c in cameras} == shards, "stable: the same answer every time"
+        sizes = [list(shards.values()).count(i) for i in range(count)]
+        assert min(sizes) > 0.5 * len(cameras) / count, f"shards are roughly balanced: {sizes}"
+
+
+def test_shard_argument():
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ("5/5", "x", "1/0", "-1/3"):
+        with pytest.raises(UserError, match="--shard"):
+            parse_shard(bad)
+
+
+def get(url: str) -> tuple[int, dict | str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            body = r.read().decode()
+            return r.status, json.loads(body) if "json" in r.headers["Content-Type"] else body
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read().decode())
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from monitor import synthetic
+
+    path = tmp_path_factory.mktemp("ops") / "cam.mp4"
+    synthetic.write_video(path, synthetic.render_clip("walk", 24, (120, 160), 2), 12)
+    return path
+
+
+def test_a_shard_watches_its_cameras_and_labels_its_metrics(tmp_path, tiny_bundle, clip):
+    cameras = [{"id": f"cam-{i}", "url": str(clip), "loop": True} for i in range(6)]
+    mine = sorted(c["id"] for c in cameras if shard_of(c["id"], 2) == 1)
+    site = write_site(tmp_path, tiny_bundle, cameras)
+    with RunningDaemon(site, shard=(1, 2)) as d:
+        assert sorted(s.name for s in d.daemon.sources) == mine
+        base = d.daemon.summary.metrics_url.removesuffix("/metrics")
+        d.wait_for(lambda: get(base + "/readyz")[0] == 200, 30, "ready")
+        status, state = get(base + "/readyz")
+        assert state["cameras_up"] == len(mine) and state["threads"]["store"] is True
+        assert get(base + "/healthz")[0] == 200
+        text = get(base + "/metrics")[1]
+        assert f'har_monitor_camera_up{{camera="{mine[0]}",shard="1/2"}} 1.0' in text
+        assert all('shard="1/2"' in line for line in text.splitlines() if line.startswith("har_monitor_frames_sampled_total"))
+
+
+def test_not_ready_while_no_camera_is_up(tmp_path, tiny_bundle):
+    site = write_site(tmp_path, tiny_bundle, [{"id": "gone", "url": "rtsp://127.0.0.1:1/none", "open_timeout_seconds": 1}])
+    with RunningDaemon(site) as d:
+        base = d.daemon.summary.metrics_url.removesuffix("/metrics")
+        status, state = get(base + "/readyz")
+        assert status == 503 and state["cameras_up"] == 0 and state["ready"] is False
+        assert get(base + "/healthz")[0] == 200, "alive all the same: restarting would not bring the camera back"
