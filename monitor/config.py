@@ -57,6 +57,16 @@ class StorageConfig(_Strict):
     spool: str = "spool/events.jsonl"  # where violations wait, durably, while the database is unreachable
 
 
+class EvidenceConfig(_Strict):
+    enabled: bool = True
+    pre_roll_seconds: float = Field(default=5.0, ge=0, le=60)
+    post_roll_seconds: float = Field(default=5.0, ge=0, le=60)
+    fps: float = Field(default=5.0, gt=0, le=30)
+    width: int = Field(default=480, ge=64, le=1920)  # stored frames are reduced to this width
+    blur_faces: bool = False  # privacy: blur faces in stored evidence (EU plants, works councils)
+    retention_days: float | None = Field(default=None, gt=0)  # evidence files only; records are never deleted
+
+
 class MetricsConfig(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (tests)
@@ -77,6 +87,7 @@ class SiteConfig(_Strict):
     model: str
     rules: list[str] = Field(default_factory=list)
     storage: StorageConfig = StorageConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     metrics: MetricsConfig = MetricsConfig()
     inference: InferenceConfig = InferenceConfig()
     reconnect: ReconnectConfig = ReconnectConfig()

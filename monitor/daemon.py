@@ -32,6 +32,7 @@ from monitor.config import shard_of
 from monitor.errors import UserError
 from monitor.classifier import Classifier
 from monitor.embedding import Embedder
+from monitor.evidence import EvidenceRecorder, prune
 from monitor.framequeue import FrameQueues
 from monitor.logs import kv
 from monitor.metrics import Metrics, describe_build
@@ -75,6 +76,7 @@ class Daemon:
         self._embeddings: queue.Queue[list[Embedding]] = queue.Queue(maxsize=256)
         self.embedder = Embedder(self.backbone, self.queues, cfg.inference.max_batch, cfg.inference.max_wait_ms,
                                  self._embeddings.put, self._sources_stop, self._observe_batch)
+        self.evidence = self._make_evidence()
         self.sources = [CameraSource(source_settings(self.site, c, self.bundle, self.backbone.input_size),
                                      self._hooks(), self._sources_stop) for c in self.cameras]
         max_gap = 3.0 * max((1.0 / s.s.sample_fps for s in self.sources), default=1.0) + 1.0
@@ -125,7 +127,8 @@ class Daemon:
             decode_error=lambda cam: m.decode_errors.labels(cam).inc(),
             up=lambda cam, up: m.camera_up.labels(cam).set(1 if up else 0),
             reconnect=lambda cam: m.reconnects.labels(cam).inc(),
-            stall=lambda cam: m.stalls.labels(cam).inc())
+            stall=lambda cam: m.stalls.labels(cam).inc(),
+            evidence=self.evidence.add_frame if self.evidence else (lambda cam, ts, rgb: None))
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
@@ -142,6 +145,9 @@ class Daemon:
             if event.kind == "opened":
                 self.metrics.violations.labels(event.camera, event.rule, event.severity).inc()
                 self.summary.violations[event.rule] += 1
+                if self.evidence:  # the wall time of the frame that opened it
+                    self.evidence.episode_opened(event.episode_id, event.camera,
+                                                 time.time() - (time.monotonic() - event.mono))
             if event.kind != "updated":
                 log.info(kv(event=f"violation_{event.kind}", rule=event.rule, camera=event.camera,
                             severity=event.severity, action=event.action, confidence=round(event.confidence, 3),
@@ -170,6 +176,26 @@ class Daemon:
             for p in predictions:
                 self.metrics.predictions.labels(p.camera, p.top[0]).inc()
                 self._emit(self.engine.observe(p))
+
+    def _make_evidence(self) -> EvidenceRecorder | None:
+        cfg = self.site.config.evidence
+        if not cfg.enabled:
+            return None
+        root = self.site.resolve(self.site.config.storage.evidence_dir)
+        try:
+            return EvidenceRecorder(root, cfg.pre_roll_seconds, cfg.post_roll_seconds, cfg.fps, cfg.width, cfg.blur_faces,
+                                    on_written=lambda ev: self.writer.put_evidence(ev.episode_id, ev.as_record(root)))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{self.site.path}: evidence: {exc}") from None
+
+    def _prune_evidence(self) -> None:
+        """Hourly: delete evidence files past their retention; each deletion is an audit event."""
+        root = self.evidence.directory
+        days = self.site.config.evidence.retention_days
+        while not self._sources_stop.is_set():
+            for path in prune(root, days):
+                self.writer.put_pruned(str(path.relative_to(root)), days)
+            self._sources_stop.wait(3600)
 
     def health(self) -> dict:
         """Liveness: the pipeline's threads run. Readiness: also the store is reachable or spooling,
@@ -244,6 +270,8 @@ class Daemon:
         shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
         self.writer.thread.start()
+        if self.evidence and self.site.config.evidence.retention_days:
+            threading.Thread(target=self._prune_evidence, name="evidence-retention", daemon=True).start()
         self.embedder.warm_up()
         self.classifier.probabilities(np.zeros((1, self.windows.frames, self.backbone.dim), np.float32))
         self.embedder.thread.start()
@@ -268,6 +296,8 @@ class Daemon:
         self._embedder_done.set()
         self._analysis.join(left() * 0.3)
         self._emit(self.engine.close_all(time.time(), time.monotonic()))
+        if self.evidence and not self.evidence.close(min(3.0, left() * 0.5)):
+            log.warning(kv(event="evidence_not_finished"))
         if not self.writer.close(left()):
             self.summary.unflushed = self.writer.pending()
             log.warning(kv(event="store_not_flushed", spooled=self.summary.unflushed, spool=str(self.writer.spool.path)))

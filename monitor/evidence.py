@@ -14,8 +14,8 @@ on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils)
 every frame before anything reaches the disk.
 
 Memory per camera: the ring holds `ceil((pre_roll + post_roll + 1) * fps) + 1` frames of
-`width x height x 3` bytes. Defaults (5 s + 5 s, 5 fps, 480 px): 57 frames; 480x270 (16:9) is 389 kB
-a frame, 22 MB per camera; 480x360 (4:3) is 30 MB. An episode being written holds references to at
+`width x height x 3` bytes. Defaults (5 s + 5 s, 5 fps, 480 px): 56 frames; 480x270 (16:9) is 389 kB
+a frame, 21.8 MB per camera; 480x360 (4:3) is 29 MB. An episode being written holds references to at
 most `(pre_roll + post_roll) * fps + 1` of those frames (shared, not copied) until its clip is written.
 
 >>> import tempfile
@@ -148,9 +148,9 @@ def load_face_detector(cascade: Path | None = None) -> cv2.CascadeClassifier:
 
 
 def detect_faces(detector: cv2.CascadeClassifier, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h) in an RGB frame."""
-    gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))  # helps the dim, flat light of plant floors
-    boxes = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(20, 20))
+    """Face boxes (x, y, w, h) in an RGB frame; frontal faces of at least the cascade's 24x24 window only."""
+    gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))  # as OpenCV's own face sample: evens out lighting
+    boxes = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5)
     return [tuple(int(v) for v in box) for box in boxes]
 
 
@@ -230,7 +230,8 @@ class EvidenceRecorder:
     """Ring buffers per camera, and one writer thread that turns opened episodes into clips + snapshots.
 
     `add_frame` and `episode_opened` are thread-safe and never wait on disk or encoding. The
-    callbacks run on the writer thread; an exception in one is logged and the writer goes on.
+    callbacks run on the writer thread (except `on_error` for an episode refused by `max_pending`,
+    which runs in the caller of `episode_opened`); an exception in one is logged and the writer goes on.
     `grace`: seconds of wall time past `post_roll` to wait for a camera's frames before writing what
     there is. `max_pending`: episodes scheduled or queued at once; beyond that an episode gets no
     evidence and `on_error` says so (a storm of episodes must not exhaust memory).
@@ -375,6 +376,10 @@ class EvidenceRecorder:
             raise RuntimeError(f"camera {job.camera} delivered no frame between {job.opened_ts - self.pre_roll:.3f} "
                                f"and {job.opened_ts + self.post_roll:.3f}")
         started = time.perf_counter()
+        lo = job.opened_ts - self.pre_roll
+        if job.frames[0][0] > lo + 2 / self.fps:  # reported later than the ring covers, or the camera was down
+            log.warning("evidence partial %s", kv(episode=job.episode_id, camera=job.camera,
+                                                  missing_seconds=job.frames[0][0] - lo))
         frames = blur_faces_in(self._faces, job.frames) if self._faces is not None else job.frames
         day = datetime.fromtimestamp(job.opened_ts, timezone.utc).strftime("%Y-%m-%d")
         folder = self.directory / job.camera / day

@@ -42,6 +42,8 @@ class SourceSettings:
     open_timeout: float = 10.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    evidence_fps: float = 0.0  # 0: no evidence frames
+    evidence_width: int = 480
 
 
 @dataclass
@@ -54,6 +56,7 @@ class SourceHooks:
     up: Callable[[str, bool], None] = lambda camera, up: None
     reconnect: Callable[[str], None] = lambda camera: None
     stall: Callable[[str], None] = lambda camera: None
+    evidence: Callable[[str, float, np.ndarray], None] = lambda camera, ts, rgb: None  # reduced-size RGB
 
 
 class FrameSampler:
@@ -186,6 +189,7 @@ class CameraSource:
         s = self.s
         height, width = s.size
         sampler = FrameSampler(s.sample_fps)
+        evidence_sampler = FrameSampler(s.evidence_fps) if s.evidence_fps else None
         offset = 0.0  # added to file timestamps when a file loops, so time keeps going forward
         pace_start: float | None = None
         while mine():
@@ -217,6 +221,8 @@ class CameraSource:
                     if sampler.take(t):
                         rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
                         self.hooks.frame(SampledFrame(self.name, ts, self._last_frame, np.ascontiguousarray(rgb)))
+                    if evidence_sampler is not None and evidence_sampler.take(t):
+                        self.hooks.evidence(self.name, ts, self._evidence_frame(frame))
             if s.is_network:
                 self._error = "stream ended"  # a live stream's end is a disconnect
                 return
@@ -224,6 +230,12 @@ class CameraSource:
                 self._ended = True
                 return
             offset = last_t + frame_period
+
+    def _evidence_frame(self, frame: av.VideoFrame) -> np.ndarray:
+        """Reduced in FFmpeg to the evidence width, aspect kept, even sides: cheap for 1080p cameras."""
+        width = min(self.s.evidence_width, frame.width) // 2 * 2
+        height = max(2, round(frame.height * width / frame.width / 2) * 2)
+        return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
 
     def _frames(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
         """Decode packet by packet so a corrupt packet is counted and skipped, not fatal."""

@@ -173,12 +173,19 @@ def audit(conn: sa.Connection, key: str, violation_id: str | None, actor: str, w
     return True
 
 
-def event_record(event: ViolationEvent) -> dict:
-    return asdict(event)
-
-
-def event_from_record(record: dict) -> ViolationEvent:
-    return ViolationEvent(**record)
+def apply_record(conn: sa.Connection, record: dict, prov: Provenance) -> ViolationEvent | None:
+    """Write one spooled record: a violation event, an evidence record, or a pruned evidence file."""
+    if record["type"] == "event":
+        event = ViolationEvent(**record["event"])
+        write_event(conn, event, prov)
+        return event
+    if record["type"] == "evidence":
+        audit(conn, f"{record['violation_id']}:evidence", record["violation_id"], "system", "evidence", {},
+              record["evidence"], "evidence clip and snapshot written")
+    elif record["type"] == "pruned":
+        audit(conn, f"pruned:{record['path']}", None, "system", "evidence_pruned", {}, {"path": record["path"]},
+              f"evidence retention of {record['retention_days']:g} days")
+    return None
 
 
 class StoreWriter:
@@ -198,13 +205,19 @@ class StoreWriter:
         self.failed = failed
         self.spooled = spooled
         self.backoff_max = backoff_max
-        self._queue: queue.Queue[ViolationEvent | None] = queue.Queue()
+        self._queue: queue.Queue[dict | None] = queue.Queue()
         self._schema_ok = False
         self.thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
 
     def put(self, event: ViolationEvent) -> None:
         if event.kind != "updated":
-            self._queue.put(event)
+            self._queue.put({"type": "event", "event": asdict(event)})
+
+    def put_evidence(self, violation_id: str, evidence: dict) -> None:
+        self._queue.put({"type": "evidence", "violation_id": violation_id, "evidence": evidence})
+
+    def put_pruned(self, path: str, retention_days: float) -> None:
+        self._queue.put({"type": "pruned", "path": path, "retention_days": retention_days})
 
     def pending(self) -> int:
         return self._queue.qsize() + len(self.spool)
@@ -231,7 +244,7 @@ class StoreWriter:
             if event is None:
                 stopping = True
             elif event != "retry":
-                self.spool.append(event_record(event))  # durable before anything else
+                self.spool.append(event)  # durable before anything else
             if len(self.spool):
                 if self._drain():
                     delay = min(0.5, self.backoff_max)
@@ -251,11 +264,11 @@ class StoreWriter:
                 check_schema(self.engine)
                 self._schema_ok = True
             for record in records:
-                event = event_from_record(record)
                 with self.engine.begin() as conn:
-                    write_event(conn, event, self.prov)
+                    event = apply_record(conn, record, self.prov)
                 written += 1
-                self.stored(event)
+                if event is not None:
+                    self.stored(event)
         except (SQLAlchemyError, SchemaOutdated, OSError) as exc:  # retried; the spool keeps the events
             self.failed()
             log.warning(kv(event="store_write_failed", url=shown_url(self.engine.url), spooled=len(records) - written,

@@ -37,7 +37,7 @@ def rows(db: Path) -> list[dict]:
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         result = [dict(v.row, status=("closed" if v.ended_at else "open"), ended_at=v.ended_at,
-                       confidence=v.peak_confidence) for v in query(conn)]
+                       confidence=v.peak_confidence, evidence=v.evidence) for v in query(conn)]
     engine.dispose()
     return result
 
@@ -50,6 +50,8 @@ def test_demo_site_finds_falls_and_stores_them(demo_site):
         d.wait_for(lambda: d.value("har_monitor_violations_total", camera="line-2", rule="person-fell",
                                    severity="critical") >= 1, 60, "a fall on line-2")
         second = d.scrape()
+        d.wait_for(lambda: any(r["evidence"] for r in rows(demo_site.parent / "violations.db")), 30,
+                   "evidence clip written after the post-roll")
     for cam in ("line-1", "line-2"):
         key = ("har_monitor_frames_sampled_total", (("camera", cam),))
         assert second[key] > first[key], "counters move"
@@ -68,6 +70,15 @@ def test_demo_site_finds_falls_and_stores_them(demo_site):
     assert all(r["status"] == "closed" and r["ended_at"] is not None for r in stored), "shutdown closes open episodes"
     started = fall["started_at"]
     assert abs((datetime.now(timezone.utc) - started).total_seconds()) < 120, "times are UTC"
+    with_evidence = next(r for r in stored if r["evidence"])
+    clip = demo_site.parent / "evidence" / with_evidence["evidence"]["clip"]["path"]
+    import av
+
+    with av.open(str(clip)) as container:
+        assert sum(1 for _ in container.decode(video=0)) >= 20, "about pre-roll + post-roll at 5 fps"
+    from monitor.cli import main
+
+    assert main(["violations", "verify", "--cameras", str(demo_site)]) == 0
     # nothing for waving on line-2: that rule applies to cleanroom zones only
     assert not [r for r in stored if r["rule"] == "waving-in-cleanroom" and r["camera"] == "line-2"]
 
