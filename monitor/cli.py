@@ -1,4 +1,4 @@
-"""Command line: `har-monitor run | check | demo`.
+"""Command line: `har-monitor run | check | demo | train | evaluate | predict | rules | db | users | violations`.
 
 A user's mistake prints one line per problem and exits 2, never a traceback.
 """
@@ -27,7 +27,7 @@ def _positive(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="har-monitor", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="har-monitor", description="Camera compliance monitor for regulated manufacturing floors.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
 
