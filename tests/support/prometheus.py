@@ -68,7 +68,7 @@ class PrometheusServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        for attempt in range(3):  # a free port can be taken between finding it and binding it
+        for _attempt in range(3):  # a free port can be taken between finding it and binding it
             self.port = free_port()
             log = open(self.log_path, "wb")
             self.proc = subprocess.Popen(
