@@ -13,7 +13,6 @@ import logging
 import queue
 import socket
 import threading
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path

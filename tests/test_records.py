@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa

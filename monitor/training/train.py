@@ -63,7 +63,7 @@ def backbone_spec(opts: TrainOptions) -> BackboneSpec:
     if name.startswith("tflite:"):
         name, weights = "tflite", name.split(":", 1)[1]
     if (opts.head == "conv3d") != (name == "raw"):
-        raise UserError(f"--backbone: the conv3d head, and only it, learns from raw frames (--head conv3d --backbone raw)")
+        raise UserError("--backbone: the conv3d head, and only it, learns from raw frames (--head conv3d --backbone raw)")
     if name not in BACKBONES:
         raise UserError(f"--backbone: unknown backbone '{name}' (expected one of {', '.join(b for b in BACKBONES if b != 'tflite')} or tflite:PATH)")
     if opts.head not in HEADS:
