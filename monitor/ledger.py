@@ -38,6 +38,9 @@ def content_hash(prev_hash: str, row: dict) -> str:
 def append(conn: sa.Connection, table: sa.Table, values: dict) -> dict:
     """Append one row to a chain; returns the row as stored (with seq and hashes)."""
     name = table.name
+    # Take the write lock first (a no-op UPDATE): on SQLite a transaction that read before writing
+    # could be refused; on PostgreSQL it locks the head row like SELECT ... FOR UPDATE.
+    conn.execute(chain_heads.update().where(chain_heads.c.chain == name).values(seq=chain_heads.c.seq))
     head = conn.execute(sa.select(chain_heads).where(chain_heads.c.chain == name).with_for_update()).first()
     prev = head.row_hash if head else GENESIS
     # every column, so the hash covers exactly what is read back (None where nothing was given)

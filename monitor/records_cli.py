@@ -9,6 +9,7 @@ import argparse
 import getpass
 import json
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -87,6 +88,20 @@ def _engine(args: argparse.Namespace, check: bool = True):
     return engine
 
 
+def _write(engine, action, attempts: int = 5):
+    """Run `action(conn)` in a transaction, again if the daemon's writer held the database (SQLite)."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                return action(conn)
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def _password(args: argparse.Namespace, prompt: str) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
@@ -123,12 +138,10 @@ def cmd_users(args: argparse.Namespace) -> int:
         password = _password(args, f"password for {args.name}: ")
         if not args.password_stdin and getpass.getpass("again: ") != password:
             raise UserError("the passwords differ")
-        with engine.begin() as conn:
-            review.add_user(conn, args.name, args.role, password, args.printed_name)
+        _write(engine, lambda conn: review.add_user(conn, args.name, args.role, password, args.printed_name))
         print(f"user {args.name} added ({args.role})")
     else:
-        with engine.begin() as conn:
-            review.disable_user(conn, args.name, args.reason)
+        _write(engine, lambda conn: review.disable_user(conn, args.name, args.reason))
         print(f"user {args.name} disabled")
     return 0
 
@@ -141,8 +154,8 @@ def cmd_violations(args: argparse.Namespace) -> int:
     if command == "review":
         password = _password(args, f"password for {args.user} (signing): ")
         try:
-            with engine.begin() as conn:
-                signature = review.sign_review(conn, args.id, args.user, password, args.disposition, args.reason)
+            signature = _write(engine, lambda conn: review.sign_review(conn, args.id, args.user, password,
+                                                                        args.disposition, args.reason))
         except review.AuthError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 1
