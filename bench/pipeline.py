@@ -468,7 +468,7 @@ def call_stats(calls: list[tuple[float, float, int]], spans: list[tuple[float, f
 
 def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, args) -> Phase:
     """Run the daemon until `seconds` of quiet-machine time (5 s ticks in which other processes
-    took <= --noise % of a core) have been measured after the warm-up, or 3x that in all."""
+    took <= --noise % of a core) have been measured after the warm-up, or --max-window x that in all."""
     from monitor.check import check_site
     from monitor.daemon import Daemon
 
@@ -521,7 +521,7 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
     t0 = load0.t
     clean: list[tuple[float, float]] = []
     prev, tick = load0, 5.0
-    while sum(b - a for a, b in clean) < seconds - 1e-6 and prev.t - t0 < 3 * seconds:
+    while sum(b - a for a, b in clean) < seconds - 1e-6 and prev.t - t0 < args.max_window * seconds:
         need = seconds - sum(b - a for a, b in clean)
         time.sleep(min(tick, max(0.5, need)))
         now = Load.now()
@@ -648,7 +648,9 @@ def main() -> int:
     ap.add_argument("--quiet-wait", type=float, default=120,
                     help="before each measurement wait up to this many s for other processes to go quiet (0: don't)")
     ap.add_argument("--noise", type=float, default=15, help="%% of a core other processes may take during a phase")
-    ap.add_argument("--retries", type=int, default=2, help="re-run a phase that was noisier than --noise")
+    ap.add_argument("--max-window", type=float, default=4,
+                    help="a phase ends after --seconds of quiet ticks or this many times --seconds in all")
+    ap.add_argument("--retries", type=int, default=1, help="re-run a phase that was noisier than --noise")
     ap.add_argument("--no-rebaseline", action="store_true", help="skip measuring the baseline again at the end")
     ap.add_argument("--intra-threads", type=int, default=0, help="experiment: TF intra-op threads (0: TF default)")
     ap.add_argument("--inter-threads", type=int, default=0, help="experiment: TF inter-op threads (0: TF default)")

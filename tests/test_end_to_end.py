@@ -49,6 +49,7 @@ def test_demo_site_finds_falls_and_stores_them(demo_site):
         first = d.scrape()
         d.wait_for(lambda: d.value("har_monitor_violations_total", camera="line-2", rule="person-fell",
                                    severity="critical") >= 1, 60, "a fall on line-2")
+        d.wait_for(lambda: d.value("har_monitor_frame_to_violation_seconds_count") >= 1, 10, "the violation stored")
         second = d.scrape()
         d.wait_for(lambda: any(r["evidence"] for r in rows(demo_site.parent / "violations.db")), 30,
                    "evidence clip written after the post-roll")
