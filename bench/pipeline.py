@@ -2,19 +2,28 @@
 """Benchmark of the real daemon pipeline (not a test): how close does the daemon get to the backbone?
 
     python bench/pipeline.py [--cameras K] [--seconds N] [--input 299] [--streams 640x360,1280x720]
+                             [--max-batch 16] [--max-wait-ms 50] [--sweep 32:50,8:50,16:0] [--clips-dir DIR]
 
 What it measures, in one run:
 1. Baseline: the raw backbone (`build_backbone("inception_v3", "none", (S, S))`) on uint8
-   batches of 1, 8, 16, 32; the best frames/s.
+   batches of 1, 8, 16, 32; the best frames/s (measured before and again after the daemon runs).
 2. The daemon, in-process on a temporary site: K looping, real-time file cameras (H.264,
-   25 fps, keyframe every 2 s, one slice, transcoded from the shared Intel floor clip) whose
-   sample_fps together ask for ~1.5x what the backbone can embed, so the embedder runs flat
-   out and the queues drop the oldest frames. Sustained embeddings/s after a warm-up,
-   ratio = sustained / baseline; with a per-thread CPU profile, embedder busy time and
-   in-call throughput, so a shortfall can be attributed.
+   25 fps, keyframe every 2 s, no B-frames, one slice, a camera's bitrate, transcoded from the
+   shared Intel floor clip) whose sample_fps together ask for ~1.5x what the backbone can
+   embed, so the embedder runs flat out and the queues drop the oldest frames. A model bundle
+   (InceptionV3, weights none; an untrained GRU head), a rule that fires now and then, SQLite,
+   evidence clips as configured by default. Sustained embeddings/s after a warm-up,
+   ratio = sustained / baseline; plus a per-thread CPU profile, the embedder's time inside
+   embed() and its speed there (ratio = time in embed() x speed in embed() / baseline), so a
+   shortfall can be attributed.
 3. Decode and resize CPU cost per frame (single-threaded PyAV loop, and as the daemon decodes).
-4. Frame-to-violation latency p50/p99 in a second phase below capacity, with a rule
-   calibrated to fire often; batch size mean and frames dropped.
+4. Frame-to-violation latency p50/p99 in a second phase below capacity, with rules calibrated
+   to fire often; batch size mean and frames dropped in every phase.
+
+The machine is shared: other processes' CPU use is measured (/proc/stat minus this process)
+every 5 s, and only quiet 5 s ticks (others <= --noise % of a core) count for throughput;
+a phase runs until it has --seconds of them. The raw backbone is also timed right before and
+after each phase (host speed drifts), giving a second, local ratio.
 The last line printed is `ratio: X.XX` (the 640x360 ratio, else the first stream's).
 """
 
@@ -197,8 +206,11 @@ def clip_info(path: Path) -> dict:
 
 def decode_cost(path: Path, input_size: int, threads: str) -> dict:
     """CPU per decoded frame (process CPU time: counts FFmpeg's worker threads too) and per
-    `reformat(299x299 rgb24).to_ndarray()`; threads: 'single' or 'auto' (the daemon's files)."""
+    resize to 299x299 RGB as the daemon does it (`sources.to_rgb`); threads: 'single' (the daemon's
+    cameras) or 'auto' (frame threads)."""
     import av
+
+    from monitor.sources import to_rgb
 
     out = {}
     for with_resize in (False, True):
@@ -214,12 +226,11 @@ def decode_cost(path: Path, input_size: int, threads: str) -> dict:
                 n += 1
                 if with_resize:
                     r0 = time.process_time()
-                    frame.reformat(width=input_size, height=input_size, format="rgb24").to_ndarray()
+                    to_rgb(frame, input_size, input_size)
                     r1 = time.process_time()
                     # the daemon's evidence frames: 480 px wide, aspect kept (sources._evidence_frame)
                     ew = min(480, frame.width) // 2 * 2
-                    frame.reformat(width=ew, height=max(2, round(frame.height * ew / frame.width / 2) * 2),
-                                   format="rgb24").to_ndarray()
+                    to_rgb(frame, ew, max(2, round(frame.height * ew / frame.width / 2) * 2))
                     resize_cpu += r1 - r0
                     evidence_cpu += time.process_time() - r1
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -252,25 +263,21 @@ def with_lanes(backbone, lanes: int):
     return dataclasses.replace(backbone, embed=lanes_embed)
 
 
-def patch_decode_threads(n: int) -> None:
-    """EXPERIMENT: cap FFmpeg's decoder threads for the daemon's cameras. monitor.sources sets
-    thread_type AUTO on file streams after opening them; thread_count=n set here first caps it."""
-    import monitor.sources as sources
-
-    original = sources.open_container
-
-    def open_capped(location: str, open_timeout: float, read_timeout: float):
-        container = original(location, open_timeout, read_timeout)
-        for stream in container.streams.video:
-            stream.codec_context.thread_count = n
-        return container
-
-    sources.open_container = open_capped
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. Baseline
 # ---------------------------------------------------------------------------------------------
+
+def raw_fps(backbone, n: int, min_seconds: float = 3.0) -> float:
+    """The raw backbone's frames/s at batch n, now (one warm-up call, then >= 3 calls / min_seconds)."""
+    h, w = backbone.input_size
+    x = np.random.default_rng(n).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    backbone.embed(x)
+    calls, t0 = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - t0 < min_seconds:
+        backbone.embed(x)
+        calls += 1
+    return n * calls / (time.perf_counter() - t0)
+
 
 def baseline(backbone, sizes=(1, 8, 16, 32), min_seconds: float = 3.0, quiet: float = 0.0, noise: float = 15.0,
              retries: int = 2) -> tuple[dict[int, float], float]:
@@ -341,7 +348,7 @@ def make_bundle(root: Path, input_size: int, backbone, calib_clip: Path, calib_f
 
 
 def write_site(root: Path, name: str, clips: list[Path], bundle_dir: Path, sample_fps: float, max_batch: int,
-               max_wait_ms: float, rules: list[dict], queue_size: int | None) -> Path:
+               max_wait_ms: float, rules: list[dict], args: argparse.Namespace) -> Path:
     import yaml
 
     site_dir = root / name
@@ -354,13 +361,17 @@ def write_site(root: Path, name: str, clips: list[Path], bundle_dir: Path, sampl
     for i, clip in enumerate(clips):
         cam = {"id": f"cam{i}", "url": str(clip), "zone": "floor", "loop": True, "realtime": True,
                "sample_fps": round(sample_fps, 2)}
-        if queue_size:
-            cam["queue_size"] = queue_size
+        if args.queue_size:
+            cam["queue_size"] = args.queue_size
+        if args.decode_threads is not None:
+            cam["decode_threads"] = args.decode_threads
         cams.append(cam)
     site = {"site": "bench", "model": str(bundle_dir), "rules": rule_files,
             "storage": {"url": "sqlite:///violations.db", "evidence_dir": "evidence"},
             "metrics": {"host": "127.0.0.1", "port": 0},
             "inference": {"max_batch": max_batch, "max_wait_ms": max_wait_ms}, "cameras": cams}
+    if args.no_evidence:
+        site["evidence"] = {"enabled": False}
     path = site_dir / "site.yaml"
     path.write_text(yaml.safe_dump(site, sort_keys=False))
     return path
@@ -464,6 +475,14 @@ class Phase:
     rates: list[float] = field(default_factory=list)
     foreign_pct: float = 0.0  # % of one core other processes used during the measurement
     evidence_clips: int = 0  # evidence clips written during the whole run (warm-up included)
+    local_before: float = float("nan")  # raw backbone frames/s at max_batch right before the phase
+    local_after: float = float("nan")  # ... and right after it
+
+    @property
+    def local_ratio(self) -> float:
+        """Sustained / the raw backbone at the same batch size measured around the phase (cancels host drift)."""
+        best = max((v for v in (self.local_before, self.local_after) if v == v), default=float("nan"))
+        return self.fps / best if best == best else float("nan")
     clean_seconds: float = 0.0  # quiet-machine time measured
     clean_frames: float = 0.0  # frames embedded in it
     embed_busy: float = 0.0  # seconds inside backbone.embed in it (exact, from a timing wrapper)
@@ -509,6 +528,9 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
 
     if args.quiet_wait:
         wait_quiet(args.quiet_wait, args.noise)
+    bench_backbone = getattr(args, "bench_backbone", None)
+    if bench_backbone is not None:  # the raw backbone right before the phase: the host's speed drifts
+        phase.local_before = raw_fps(bench_backbone, phase.max_batch)
     checked = check_site(site_yaml)
     try:
         from monitor.store import upgrade
@@ -573,6 +595,10 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
     phase.foreign_pct = load1.foreign_since(load0)
     stop.set()
     runner.join(30)
+    if bench_backbone is not None:  # ... and right after it
+        if args.quiet_wait:
+            wait_quiet(min(args.quiet_wait, 60), args.noise)
+        phase.local_after = raw_fps(bench_backbone, phase.max_batch)
     phase.evidence_clips = len(list((site_yaml.parent / "evidence").rglob("*.mp4")))
     d = lambda name: total(s1, name) - total(s0, name)  # noqa: E731
     phase.elapsed = t1 - t0
@@ -628,6 +654,9 @@ def print_phase(p: Phase, base: float, base_by_batch: dict[int, float]) -> None:
     print(f"  sustained embeddings/s: {p.fps:.2f}  (ratio to baseline {p.fps / base:.3f}) over {p.clean_seconds:.0f} s "
           f"of quiet machine in a {p.elapsed:.0f} s window (counter delta over the whole window: {p.counter_fps:.2f}/s); "
           f"per 5 s: {', '.join(f'{r:.1f}' for r in p.rates)}")
+    if p.local_before == p.local_before:
+        print(f"  raw backbone at batch {p.max_batch} right before / after the phase: {p.local_before:.2f} / "
+              f"{p.local_after:.2f} frames/s -> ratio to the better of them {p.local_ratio:.3f}")
     print(f"  decoded {p.decoded / p.elapsed / k:.1f} fps per camera; sampled {p.sampled / p.elapsed:.1f}/s;"
           f" dropped {p.dropped / p.elapsed:.1f}/s ({100 * p.dropped / max(p.sampled, 1):.0f}% of sampled)")
     print(f"  batches: {p.batches / p.elapsed:.2f}/s, mean size {p.batch_mean:.1f}; embedder inside embed() "
@@ -692,8 +721,9 @@ def main() -> int:
     ap.add_argument("--embed-lanes", type=int, default=1,
                     help="experiment: split every batch into N shards embedded concurrently (baseline too); "
                          "use with --intra-threads 1 --inter-threads N")
-    ap.add_argument("--decode-threads", type=int, default=0,
-                    help="experiment: FFmpeg decoder threads per camera (0: as monitor.sources sets them, AUTO for files)")
+    ap.add_argument("--decode-threads", type=int, default=None,
+                    help="experiment: the cameras' decode_threads (default: the daemon's, 1 for real-time cameras)")
+    ap.add_argument("--no-evidence", action="store_true", help="experiment: evidence.enabled false in the site")
     ap.add_argument("--nice-readers", type=int, default=0, help="experiment: renice camera reader threads")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
@@ -732,6 +762,7 @@ def main() -> int:
     from monitor.backbones import build_backbone
 
     backbone = with_lanes(build_backbone("inception_v3", "none", (args.input, args.input)), args.embed_lanes)
+    args.bench_backbone = backbone
     by_batch, base_foreign = baseline(backbone, min_seconds=args.baseline_seconds, quiet=args.quiet_wait, noise=args.noise,
                                                 retries=args.retries)
     base = max(by_batch.values())
@@ -752,28 +783,26 @@ def main() -> int:
     log(f"rules: throughput phases '{label} >= {rare_threshold:.4f}' (85th percentile, 2 windows); latency phase "
         f"3 rules at the quartiles {', '.join(f'{q:.4f}' for q in quartiles)} (calibration probabilities {min(calib):.4f}..{max(calib):.4f})")
 
-    if args.decode_threads:
-        patch_decode_threads(args.decode_threads)
     results: dict[tuple[int, int], Phase] = {}
     latency: dict[tuple[int, int], Phase] = {}
     sweep: list[Phase] = []
     for size in streams:
         name = f"{size[0]}x{size[1]}"
         site = write_site(root, f"site-{name}", clips[size], bundle_dir, sample_fps, args.max_batch,
-                          args.max_wait_ms, [rare_rule], args.queue_size)
+                          args.max_wait_ms, [rare_rule], args)
         results[size] = run_clean(site, lambda: Phase(f"{name} throughput", k, sample_fps, args.max_batch, args.max_wait_ms),
                                   args.warmup, args.seconds, args)
         if size == first and args.sweep:
             for spec in args.sweep.split(","):
                 mb, mw = spec.split(":")
                 s = write_site(root, f"sweep-{name}-{mb}-{mw}", clips[size], bundle_dir, sample_fps, int(mb),
-                               float(mw), [rare_rule], args.queue_size)
+                               float(mw), [rare_rule], args)
                 sweep.append(run_clean(s, lambda: Phase(f"{name} sweep {mb}:{mw}", k, sample_fps, int(mb), float(mw)),
                                        args.warmup, args.sweep_seconds, args))
         if args.latency_seconds > 0:
             lat_fps = max(0.5, math.floor(10 * args.latency_load * base / k) / 10)
             s = write_site(root, f"latency-{name}", clips[size], bundle_dir, lat_fps, args.max_batch,
-                           args.max_wait_ms, often_rules, args.queue_size)
+                           args.max_wait_ms, often_rules, args)
             latency[size] = run_clean(s, lambda: Phase(f"{name} latency", k, lat_fps, args.max_batch, args.max_wait_ms),
                                       min(args.warmup, 8), args.latency_seconds, args)
 
@@ -792,10 +821,11 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, TF {tf.__version__}")
     print(f"clips: {source}, H.264 {CAMERA_FPS} fps, GOP {GOP}, no B-frames, one slice, {args.clip_seconds:g} s, "
           f"looping in real time")
-    if args.intra_threads or args.inter_threads or args.nice_readers or args.embed_lanes > 1 or args.decode_threads:
+    if args.intra_threads or args.inter_threads or args.nice_readers or args.embed_lanes > 1 \
+            or args.decode_threads is not None or args.no_evidence:
         print(f"EXPERIMENT: intra_threads={args.intra_threads or 'default'} inter_threads={args.inter_threads or 'default'} "
               f"embed_lanes={args.embed_lanes} (baseline measured with the same lanes) nice_readers={args.nice_readers} "
-              f"decode_threads={args.decode_threads or 'as monitor.sources sets them'}")
+              f"decode_threads={'default' if args.decode_threads is None else args.decode_threads} evidence={not args.no_evidence}")
     print("=" * 100)
     print("1. baseline, raw backbone embed() on uint8 batches (frames/s): "
           + ", ".join(f"batch {b}: {v:.2f}" for b, v in first_by_batch.items())
@@ -811,13 +841,13 @@ def main() -> int:
         resize = c1["resize_ms"]
         print(f"  {size[0]}x{size[1]} ({info[size]['kbps']:.0f} kbit/s): decode single-thread {c1['decode_ms']:.2f} ms/frame "
               f"({c1['decode_wall_fps']:.0f} fps), thread_type AUTO {ca['decode_ms']:.2f} ms CPU/frame "
-              f"({ca['decode_wall_fps']:.0f} fps); reformat {args.input}x{args.input} rgb24 + to_ndarray "
+              f"({ca['decode_wall_fps']:.0f} fps); resize to {args.input}x{args.input} RGB "
               f"{resize:.2f} ms/frame; evidence frame (480 px wide) {c1['evidence_ms']:.2f} ms/frame")
         print(f"      a {CAMERA_FPS} fps camera costs {c1['decode_ms'] * CAMERA_FPS / 10:.1f}% of one core to decode "
               f"(single thread; {ca['decode_ms'] * CAMERA_FPS / 10:.1f}% with AUTO) + {resize * sample_fps / 10:.1f}% "
               f"to resize its {sample_fps:g} sampled fps ({resize * CAMERA_FPS / 10:.1f}% if every frame were resized); "
-              f"{k} cameras: {k * (ca['decode_ms'] * CAMERA_FPS + resize * sample_fps + c1['evidence_ms'] * 5) / 10:.1f}% "
-              f"of one core as the daemon does it (AUTO decode + model resize + 5 fps evidence frames)")
+              f"{k} cameras: {k * (c1['decode_ms'] * CAMERA_FPS + resize * sample_fps + c1['evidence_ms'] * 5) / 10:.1f}% "
+              f"of one core as the daemon does it (single-thread decode + model resize + 5 fps evidence frames)")
     print("2. daemon, sustained (after warm-up):")
     for size, p in results.items():
         print(f" {size[0]}x{size[1]}:")
@@ -826,7 +856,8 @@ def main() -> int:
         print(f" inference settings at {first[0]}x{first[1]} ({args.sweep_seconds:g} s each):")
         for p in [results[first]] + sweep:
             busy = p.embed_busy / (p.clean_seconds or p.elapsed)
-            print(f"    max_batch {p.max_batch:3d} max_wait_ms {p.max_wait_ms:5g}: {p.fps:.2f} emb/s, ratio {p.fps / base:.3f}, "
+            print(f"    max_batch {p.max_batch:3d} max_wait_ms {p.max_wait_ms:5g}: {p.fps:.2f} emb/s, ratio {p.fps / base:.3f} "
+                  f"(to the raw backbone around it {p.local_ratio:.3f}), "
                   f"batch mean {p.batch_mean:.1f}, in embed() {100 * busy:.0f}%, dropped {p.dropped / p.elapsed:.1f}/s")
         for p in sweep:
             print(f" sweep {p.max_batch}:{p.max_wait_ms:g}:")
@@ -845,7 +876,8 @@ def main() -> int:
             lat_txt = f", latency below capacity p50 {pct(lat.latency_raw, .5):.2f} s p99 {pct(lat.latency_raw, .99):.2f} s"
         if p.latency_raw:
             lat_txt += f", latency overloaded p50 {pct(p.latency_raw, .5):.2f} s p99 {pct(p.latency_raw, .99):.2f} s"
-        print(f"  {size[0]}x{size[1]}: {p.fps:.2f} of {base:.2f} frames/s, ratio {p.fps / base:.3f}, batch mean {p.batch_mean:.1f}, "
+        print(f"  {size[0]}x{size[1]}: {p.fps:.2f} of {base:.2f} frames/s, ratio {p.fps / base:.3f} "
+              f"(to the raw backbone measured around the phase {p.local_ratio:.3f}), batch mean {p.batch_mean:.1f}, "
               f"dropped {p.dropped / p.elapsed:.1f}/s{lat_txt}")
     key = (640, 360) if (640, 360) in results else first
     tmp.cleanup()

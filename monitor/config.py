@@ -35,6 +35,10 @@ class CameraConfig(_Strict):
     queue_size: int = Field(default=16, ge=1, le=1024)
     stall_seconds: float = Field(default=10.0, gt=0)  # no frame for this long = stalled
     open_timeout_seconds: float = Field(default=10.0, gt=0)
+    # FFmpeg decoder threads. Default: 1 for live cameras and paced files (the least CPU per frame,
+    # and the cores are inference's), FFmpeg's choice for files read as fast as possible.
+    # 0 = FFmpeg's choice: for streams one core cannot decode in real time (4K H.265).
+    decode_threads: int | None = Field(default=None, ge=0, le=16)
 
     @field_validator("url")
     @classmethod

@@ -40,6 +40,7 @@ class SourceSettings:
     realtime: bool = True
     stall_seconds: float = 10.0
     open_timeout: float = 10.0
+    decode_threads: int = 1  # 1: no threads (least CPU); n > 1: up to n frame+slice threads; 0: FFmpeg's choice
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     evidence_fps: float = 0.0  # 0: no evidence frames
@@ -83,6 +84,27 @@ def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Iterat
     while True:
         yield min(maximum, delay) * rng.uniform(0.75, 1.0)
         delay = min(maximum, delay * 2)
+
+
+def to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """The frame resized in FFmpeg to uint8 RGB [height, width, 3], C-contiguous.
+
+    Through planar RGB (gbrp): swscale's packed rgb24 output is both slower and less exact
+    (measured on 640x360 H.264: 0.29 vs 0.56 ms to 299x299; mean error against a float
+    BT.601 conversion 0.4 vs 1.6 levels at even widths; the same pixels at odd widths).
+    """
+    return frame.reformat(width=width, height=height, format="gbrp").to_ndarray()
+
+
+def set_decode_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
+    """1: decode on the reader thread alone, the least CPU per frame (measured: 0.56 ms vs 0.66 ms with
+    frame threads for 640x360 H.264), which leaves the cores to inference; otherwise frame and slice
+    threads (`threads` of them, 0 = FFmpeg's choice): faster per stream, for bulk reads and 4K."""
+    if threads == 1:
+        stream.codec_context.thread_count = 1
+    else:
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
 
 
 def open_options(location: str) -> dict:
@@ -195,8 +217,7 @@ class CameraSource:
         while mine():
             with open_container(s.location, s.open_timeout, s.stall_seconds) as container:
                 stream = container.streams.video[0]
-                if not s.is_network:
-                    stream.thread_type = "AUTO"  # ~1.5x faster decode; latency does not matter for files
+                set_decode_threads(stream, s.decode_threads)
                 frame_period = 1.0 / float(stream.average_rate or 25)
                 last_t = offset - frame_period
                 for frame in self._frames(container, stream):
@@ -219,8 +240,7 @@ class CameraSource:
                     self.hooks.decoded(self.name, ts)
                     last_t = t
                     if sampler.take(t):
-                        rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
-                        self.hooks.frame(SampledFrame(self.name, ts, self._last_frame, np.ascontiguousarray(rgb)))
+                        self.hooks.frame(SampledFrame(self.name, ts, self._last_frame, to_rgb(frame, width, height)))
                     if evidence_sampler is not None and evidence_sampler.take(t):
                         self.hooks.evidence(self.name, ts, self._evidence_frame(frame))
             if s.is_network:
@@ -235,7 +255,7 @@ class CameraSource:
         """Reduced in FFmpeg to the evidence width, aspect kept, even sides: cheap for 1080p cameras."""
         width = min(self.s.evidence_width, frame.width) // 2 * 2
         height = max(2, round(frame.height * width / frame.width / 2) * 2)
-        return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+        return to_rgb(frame, width, height)
 
     def _frames(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
         """Decode packet by packet so a corrupt packet is counted and skipped, not fatal."""
@@ -262,7 +282,7 @@ def read_frames(path: str, size: tuple[int, int], sample_fps: float | None = Non
     frames = []
     with av.open(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        set_decode_threads(stream, 0)  # a bulk read: as fast as possible
         for i, frame in enumerate(container.decode(stream)):
             if sampler is not None:
                 t = frame.time if frame.time is not None else i / float(stream.average_rate or 25)
@@ -272,7 +292,7 @@ def read_frames(path: str, size: tuple[int, int], sample_fps: float | None = Non
                 if i >= len(wanted):
                     break
             if repeat:
-                rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                rgb = to_rgb(frame, width, height)
                 frames += [rgb] * repeat
     if not frames:
         return np.empty((0, height, width, 3), np.uint8)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import ALWAYS_RULES, write_site
+from monitor.check import check_site, source_settings
 from monitor.cli import main
 from monitor.config import load_site
 from monitor.errors import UserError
@@ -68,6 +69,7 @@ def test_env_substitution_and_missing_variable(site, monkeypatch, capsys):
     (lambda d: d["cameras"][0].update(id="bad id!"), "cameras[0].id: String should match pattern"),
     (lambda d: d.pop("site"), "site: Field required"),
     (lambda d: d["inference"].update(max_batch="lots"), "inference.max_batch: Input should be a valid integer"),
+    (lambda d: d["cameras"][0].update(decode_threads=-1), "cameras[0].decode_threads: Input should be greater than or equal to 0"),
 ])
 def test_schema_errors_name_line_and_field(site, capsys, change, expected):
     code, errors = check(edit(site, change), capsys)
@@ -75,6 +77,19 @@ def test_schema_errors_name_line_and_field(site, capsys, change, expected):
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"error: {site}:") and expected in errors[0]
     assert errors[0].split(":")[2].strip().isdigit(), "the line number is given"
+
+
+def test_decode_threads_one_for_cameras_ffmpegs_choice_for_bulk_files(site):
+    """One decoder thread costs the least CPU (the cores are inference's); bulk reads want speed."""
+    def add(d):
+        url = d["cameras"][0]["url"]
+        d["cameras"] += [{"id": "bulk", "url": url, "realtime": False},
+                         {"id": "rtsp", "url": "rtsp://10.0.0.9/main"},
+                         {"id": "4k", "url": "rtsp://10.0.0.9/4k", "decode_threads": 0}]
+    checked = check_site(edit(site, add))
+    threads = {c.id: source_settings(checked.site, c, checked.bundle, (75, 75)).decode_threads
+               for c in checked.site.config.cameras}
+    assert threads == {"cam-1": 1, "bulk": 0, "rtsp": 1, "4k": 0}
 
 
 def test_malformed_yaml_names_line_and_column(site, capsys):

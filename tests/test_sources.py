@@ -82,6 +82,35 @@ def test_corrupt_packets_are_counted_and_skipped(clip, tmp_path):
     assert 8 <= len(rec.frames) < 24, "the intact frames still come through"
 
 
+def ffmpeg_threads() -> int:
+    """FFmpeg's decoder threads alive in this process (FFmpeg names them av:<codec>:...)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            names.append((task / "comm").read_text())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return sum(name.startswith("av:") for name in names)
+
+
+def test_one_decode_thread_spawns_no_ffmpeg_workers_and_gives_the_same_frames(clip):
+    """decode_threads 1 (cameras' default) decodes on the reader thread alone: the least CPU per frame."""
+    runs = {}
+    for threads in (1, 2):
+        rec, workers = Recorder(), []
+        hooks = rec.hooks()
+        hooks.frame = lambda f: (rec.frames.append(f), workers.append(ffmpeg_threads()))
+        stop = threading.Event()
+        source = CameraSource(SourceSettings("cam", str(clip), False, (75, 75), sample_fps=12.0, realtime=False,
+                                             decode_threads=threads), hooks, stop)
+        source.start()
+        source.join(30)
+        runs[threads] = (np.stack([f.rgb for f in rec.frames]), max(workers))
+    assert runs[1][1] == 0, "no FFmpeg worker threads"
+    assert runs[2][1] >= 1, "frame threads when asked for"
+    assert np.array_equal(runs[1][0], runs[2][0]), "the same pixels either way"
+
+
 @pytest.mark.parametrize("name", ["hmdb51_RATRACE_wave_f_nm_np1_fr_goo_37.avi", "intel_worker-zone-detection.mp4"])
 def test_real_clips_are_sampled_by_timestamp(name):
     frames = read_frames(str(asset("videos", name)), (96, 128), 5.0)
