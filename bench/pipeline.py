@@ -477,12 +477,6 @@ class Phase:
     evidence_clips: int = 0  # evidence clips written during the whole run (warm-up included)
     local_before: float = float("nan")  # raw backbone frames/s at max_batch right before the phase
     local_after: float = float("nan")  # ... and right after it
-
-    @property
-    def local_ratio(self) -> float:
-        """Sustained / the raw backbone at the same batch size measured around the phase (cancels host drift)."""
-        best = max((v for v in (self.local_before, self.local_after) if v == v), default=float("nan"))
-        return self.fps / best if best == best else float("nan")
     clean_seconds: float = 0.0  # quiet-machine time measured
     clean_frames: float = 0.0  # frames embedded in it
     embed_busy: float = 0.0  # seconds inside backbone.embed in it (exact, from a timing wrapper)
@@ -495,6 +489,12 @@ class Phase:
         if self.clean_seconds:
             return self.clean_frames / self.clean_seconds
         return self.embeddings / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def local_ratio(self) -> float:
+        """Sustained / the raw backbone at the same batch size measured around the phase (cancels host drift)."""
+        measured = [v for v in (self.local_before, self.local_after) if not math.isnan(v)]
+        return self.fps / max(measured) if measured else float("nan")
 
     @property
     def counter_fps(self) -> float:
@@ -654,7 +654,7 @@ def print_phase(p: Phase, base: float, base_by_batch: dict[int, float]) -> None:
     print(f"  sustained embeddings/s: {p.fps:.2f}  (ratio to baseline {p.fps / base:.3f}) over {p.clean_seconds:.0f} s "
           f"of quiet machine in a {p.elapsed:.0f} s window (counter delta over the whole window: {p.counter_fps:.2f}/s); "
           f"per 5 s: {', '.join(f'{r:.1f}' for r in p.rates)}")
-    if p.local_before == p.local_before:
+    if not math.isnan(p.local_before):
         print(f"  raw backbone at batch {p.max_batch} right before / after the phase: {p.local_before:.2f} / "
               f"{p.local_after:.2f} frames/s -> ratio to the better of them {p.local_ratio:.3f}")
     print(f"  decoded {p.decoded / p.elapsed / k:.1f} fps per camera; sampled {p.sampled / p.elapsed:.1f}/s;"
