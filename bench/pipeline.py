@@ -447,7 +447,7 @@ def cpu_profile(c0: dict, c1: dict, p0: float, p1: float, elapsed: float) -> dic
     for tid, (g, cpu) in c1.items():
         d = cpu - (c0[tid][1] if tid in c0 else 0.0)
         groups[g] = groups.get(g, 0.0) + d
-    groups["threads that ended (FFmpeg decoder threads of clips that looped)"] = max(0.0, (p1 - p0) - sum(groups.values()))
+    groups["threads that ended (short-lived: evidence encoders, FFmpeg workers)"] = max(0.0, (p1 - p0) - sum(groups.values()))
     return {g: 100 * v / elapsed for g, v in sorted(groups.items(), key=lambda kv: -kv[1]) if v > 0}
 
 

@@ -189,8 +189,10 @@ def write_clip(path: Path, frames: list[Frame], fps: float, metadata: dict[str, 
     start = frames[0][0]
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
         out.metadata.update(metadata or {})
+        # One encoder thread: a clip is ~50 small frames, and x264's threads cost ~25% more CPU (taken
+        # from inference) for no gain in wall time here (measured 0.10 vs 0.13 s CPU per 480x270 clip).
         stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000),
-                                options={"preset": "veryfast", "crf": "23"})
+                                options={"preset": "veryfast", "crf": "23", "threads": "1"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = _TIME_BASE
         last = -1
