@@ -267,16 +267,21 @@ def with_lanes(backbone, lanes: int):
 # 1. Baseline
 # ---------------------------------------------------------------------------------------------
 
-def raw_fps(backbone, n: int, min_seconds: float = 3.0) -> float:
-    """The raw backbone's frames/s at batch n, now (one warm-up call, then >= 3 calls / min_seconds)."""
-    h, w = backbone.input_size
-    x = np.random.default_rng(n).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
-    backbone.embed(x)
+def timed_fps(backbone, x: np.ndarray, min_seconds: float) -> tuple[float, int]:
+    """Frames/s of backbone.embed(x) over at least 3 calls and `min_seconds`, and the calls made."""
     calls, t0 = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - t0 < min_seconds:
         backbone.embed(x)
         calls += 1
-    return n * calls / (time.perf_counter() - t0)
+    return len(x) * calls / (time.perf_counter() - t0), calls
+
+
+def raw_fps(backbone, n: int, min_seconds: float = 3.0) -> float:
+    """The raw backbone's frames/s at batch n, now (after one warm-up call)."""
+    h, w = backbone.input_size
+    x = np.random.default_rng(n).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    backbone.embed(x)
+    return timed_fps(backbone, x, min_seconds)[0]
 
 
 def baseline(backbone, sizes=(1, 8, 16, 32), min_seconds: float = 3.0, quiet: float = 0.0, noise: float = 15.0,
@@ -295,11 +300,7 @@ def baseline(backbone, sizes=(1, 8, 16, 32), min_seconds: float = 3.0, quiet: fl
             if quiet:
                 wait_quiet(quiet, noise)
             load0 = Load.now()
-            calls, t0 = 0, time.perf_counter()
-            while calls < 3 or time.perf_counter() - t0 < min_seconds:
-                backbone.embed(x)
-                calls += 1
-            fps = n * calls / (time.perf_counter() - t0)
+            fps, calls = timed_fps(backbone, x, min_seconds)
             f = Load.now().foreign_since(load0)
             log(f"baseline batch {n}: {fps:.1f} frames/s ({calls} calls; other processes {f:.0f}% of a core)")
             if fps > best:
@@ -475,8 +476,8 @@ class Phase:
     rates: list[float] = field(default_factory=list)
     foreign_pct: float = 0.0  # % of one core other processes used during the measurement
     evidence_clips: int = 0  # evidence clips written during the whole run (warm-up included)
-    local_before: float = float("nan")  # raw backbone frames/s at max_batch right before the phase
-    local_after: float = float("nan")  # ... and right after it
+    local_before: float = 0.0  # raw backbone frames/s at max_batch right before the phase
+    local_after: float = 0.0  # ... and right after it
     clean_seconds: float = 0.0  # quiet-machine time measured
     clean_frames: float = 0.0  # frames embedded in it
     embed_busy: float = 0.0  # seconds inside backbone.embed in it (exact, from a timing wrapper)
@@ -493,8 +494,7 @@ class Phase:
     @property
     def local_ratio(self) -> float:
         """Sustained / the raw backbone at the same batch size measured around the phase (cancels host drift)."""
-        measured = [v for v in (self.local_before, self.local_after) if not math.isnan(v)]
-        return self.fps / max(measured) if measured else float("nan")
+        return self.fps / max(self.local_before, self.local_after)
 
     @property
     def counter_fps(self) -> float:
@@ -520,17 +520,16 @@ def call_stats(calls: list[tuple[float, float, int]], spans: list[tuple[float, f
     return frames, busy, fps, gaps
 
 
-def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, args) -> Phase:
+def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, args, raw_backbone) -> Phase:
     """Run the daemon until `seconds` of quiet-machine time (5 s ticks in which other processes
-    took <= --noise % of a core) have been measured after the warm-up, or --max-window x that in all."""
+    took <= --noise % of a core) have been measured after the warm-up, or --max-window x that in all.
+    `raw_backbone`, the baseline's, is timed right before and after (the host's speed drifts)."""
     from monitor.check import check_site
     from monitor.daemon import Daemon
 
     if args.quiet_wait:
         wait_quiet(args.quiet_wait, args.noise)
-    bench_backbone = getattr(args, "bench_backbone", None)
-    if bench_backbone is not None:  # the raw backbone right before the phase: the host's speed drifts
-        phase.local_before = raw_fps(bench_backbone, phase.max_batch)
+    phase.local_before = raw_fps(raw_backbone, phase.max_batch)
     checked = check_site(site_yaml)
     try:
         from monitor.store import upgrade
@@ -595,10 +594,9 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
     phase.foreign_pct = load1.foreign_since(load0)
     stop.set()
     runner.join(30)
-    if bench_backbone is not None:  # ... and right after it
-        if args.quiet_wait:
-            wait_quiet(min(args.quiet_wait, 60), args.noise)
-        phase.local_after = raw_fps(bench_backbone, phase.max_batch)
+    if args.quiet_wait:
+        wait_quiet(min(args.quiet_wait, 60), args.noise)
+    phase.local_after = raw_fps(raw_backbone, phase.max_batch)
     phase.evidence_clips = len(list((site_yaml.parent / "evidence").rglob("*.mp4")))
     d = lambda name: total(s1, name) - total(s0, name)  # noqa: E731
     phase.elapsed = t1 - t0
@@ -620,12 +618,12 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
     return phase
 
 
-def run_clean(site_yaml: Path, make_phase, warmup: float, seconds: float, args) -> Phase:
+def run_clean(site_yaml: Path, make_phase, warmup: float, seconds: float, args, raw_backbone) -> Phase:
     """Run a phase; if less than half of it was quiet, run it again (up to --retries times) and keep
     the cleanest."""
     best = None
     for attempt in range(1 + args.retries):
-        p = run_daemon(site_yaml, make_phase(), warmup, seconds, args)
+        p = run_daemon(site_yaml, make_phase(), warmup, seconds, args, raw_backbone)
         if best is None or p.clean_seconds > best.clean_seconds:
             best = p
         if p.clean_seconds >= 0.5 * seconds:
@@ -654,9 +652,8 @@ def print_phase(p: Phase, base: float, base_by_batch: dict[int, float]) -> None:
     print(f"  sustained embeddings/s: {p.fps:.2f}  (ratio to baseline {p.fps / base:.3f}) over {p.clean_seconds:.0f} s "
           f"of quiet machine in a {p.elapsed:.0f} s window (counter delta over the whole window: {p.counter_fps:.2f}/s); "
           f"per 5 s: {', '.join(f'{r:.1f}' for r in p.rates)}")
-    if not math.isnan(p.local_before):
-        print(f"  raw backbone at batch {p.max_batch} right before / after the phase: {p.local_before:.2f} / "
-              f"{p.local_after:.2f} frames/s -> ratio to the better of them {p.local_ratio:.3f}")
+    print(f"  raw backbone at batch {p.max_batch} right before / after the phase: {p.local_before:.2f} / "
+          f"{p.local_after:.2f} frames/s -> ratio to the better of them {p.local_ratio:.3f}")
     print(f"  decoded {p.decoded / p.elapsed / k:.1f} fps per camera; sampled {p.sampled / p.elapsed:.1f}/s;"
           f" dropped {p.dropped / p.elapsed:.1f}/s ({100 * p.dropped / max(p.sampled, 1):.0f}% of sampled)")
     print(f"  batches: {p.batches / p.elapsed:.2f}/s, mean size {p.batch_mean:.1f}; embedder inside embed() "
@@ -762,7 +759,6 @@ def main() -> int:
     from monitor.backbones import build_backbone
 
     backbone = with_lanes(build_backbone("inception_v3", "none", (args.input, args.input)), args.embed_lanes)
-    args.bench_backbone = backbone
     by_batch, base_foreign = baseline(backbone, min_seconds=args.baseline_seconds, quiet=args.quiet_wait, noise=args.noise,
                                                 retries=args.retries)
     base = max(by_batch.values())
@@ -791,20 +787,20 @@ def main() -> int:
         site = write_site(root, f"site-{name}", clips[size], bundle_dir, sample_fps, args.max_batch,
                           args.max_wait_ms, [rare_rule], args)
         results[size] = run_clean(site, lambda: Phase(f"{name} throughput", k, sample_fps, args.max_batch, args.max_wait_ms),
-                                  args.warmup, args.seconds, args)
+                                  args.warmup, args.seconds, args, backbone)
         if size == first and args.sweep:
             for spec in args.sweep.split(","):
                 mb, mw = spec.split(":")
                 s = write_site(root, f"sweep-{name}-{mb}-{mw}", clips[size], bundle_dir, sample_fps, int(mb),
                                float(mw), [rare_rule], args)
                 sweep.append(run_clean(s, lambda: Phase(f"{name} sweep {mb}:{mw}", k, sample_fps, int(mb), float(mw)),
-                                       args.warmup, args.sweep_seconds, args))
+                                       args.warmup, args.sweep_seconds, args, backbone))
         if args.latency_seconds > 0:
             lat_fps = max(0.5, math.floor(10 * args.latency_load * base / k) / 10)
             s = write_site(root, f"latency-{name}", clips[size], bundle_dir, lat_fps, args.max_batch,
                            args.max_wait_ms, often_rules, args)
             latency[size] = run_clean(s, lambda: Phase(f"{name} latency", k, lat_fps, args.max_batch, args.max_wait_ms),
-                                      min(args.warmup, 8), args.latency_seconds, args)
+                                      min(args.warmup, 8), args.latency_seconds, args, backbone)
 
     first_by_batch = dict(by_batch)
     again, again_foreign = {}, 0.0

@@ -54,6 +54,13 @@ class CameraConfig(_Strict):
     def is_network(self) -> bool:
         return urlsplit(self.url).scheme.lower() in NETWORK_SCHEMES
 
+    @property
+    def decoder_threads(self) -> int:
+        """`decode_threads`, or its default: 1 for live cameras and paced files, 0 for bulk reads."""
+        if self.decode_threads is not None:
+            return self.decode_threads
+        return 1 if self.realtime or self.is_network else 0
+
 
 class StorageConfig(_Strict):
     url: str = "sqlite:///violations.db"

@@ -23,16 +23,32 @@ def clip(tmp_path_factory) -> Path:
     return path
 
 
+def ffmpeg_threads() -> int:
+    """FFmpeg's decoder threads alive in this process (FFmpeg names them av:<codec>:...)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            names.append((task / "comm").read_text())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return sum(name.startswith("av:") for name in names)
+
+
 class Recorder:
     def __init__(self):
         self.frames: list[SampledFrame] = []
         self.errors = 0
         self.ups: list[bool] = []
+        self.ffmpeg_workers = 0  # the most FFmpeg decoder threads seen while frames arrived
 
     def hooks(self) -> SourceHooks:
         def error(_):
             self.errors += 1
-        return SourceHooks(frame=self.frames.append, decode_error=error, up=lambda _, up: self.ups.append(up))
+
+        def frame(f: SampledFrame) -> None:
+            self.frames.append(f)
+            self.ffmpeg_workers = max(self.ffmpeg_workers, ffmpeg_threads())
+        return SourceHooks(frame=frame, decode_error=error, up=lambda _, up: self.ups.append(up))
 
 
 def play(location: Path, seconds: float | None = None, **settings) -> Recorder:
@@ -82,33 +98,14 @@ def test_corrupt_packets_are_counted_and_skipped(clip, tmp_path):
     assert 8 <= len(rec.frames) < 24, "the intact frames still come through"
 
 
-def ffmpeg_threads() -> int:
-    """FFmpeg's decoder threads alive in this process (FFmpeg names them av:<codec>:...)."""
-    names = []
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            names.append((task / "comm").read_text())
-        except OSError:
-            continue  # the thread ended meanwhile
-    return sum(name.startswith("av:") for name in names)
-
-
 def test_one_decode_thread_spawns_no_ffmpeg_workers_and_gives_the_same_frames(clip):
     """decode_threads 1 (cameras' default) decodes on the reader thread alone: the least CPU per frame."""
-    runs = {}
-    for threads in (1, 2):
-        rec, workers = Recorder(), []
-        hooks = rec.hooks()
-        hooks.frame = lambda f: (rec.frames.append(f), workers.append(ffmpeg_threads()))
-        stop = threading.Event()
-        source = CameraSource(SourceSettings("cam", str(clip), False, (75, 75), sample_fps=12.0, realtime=False,
-                                             decode_threads=threads), hooks, stop)
-        source.start()
-        source.join(30)
-        runs[threads] = (np.stack([f.rgb for f in rec.frames]), max(workers))
-    assert runs[1][1] == 0, "no FFmpeg worker threads"
-    assert runs[2][1] >= 1, "frame threads when asked for"
-    assert np.array_equal(runs[1][0], runs[2][0]), "the same pixels either way"
+    one = play(clip, sample_fps=12.0, realtime=False, decode_threads=1)
+    two = play(clip, sample_fps=12.0, realtime=False, decode_threads=2)
+    assert one.ffmpeg_workers == 0, "no FFmpeg worker threads"
+    assert two.ffmpeg_workers >= 1, "frame threads when asked for"
+    assert np.array_equal(np.stack([f.rgb for f in one.frames]), np.stack([f.rgb for f in two.frames])), \
+        "the same pixels either way"
 
 
 @pytest.mark.parametrize("name", ["hmdb51_RATRACE_wave_f_nm_np1_fr_goo_37.avi", "intel_worker-zone-detection.mp4"])
