@@ -69,13 +69,13 @@ class Load:
     t: float
 
     @staticmethod
-    def now() -> "Load":
+    def now() -> Load:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:9]]
         busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
         return Load(busy, time.process_time(), time.monotonic())
 
-    def foreign_since(self, before: "Load") -> float:
+    def foreign_since(self, before: Load) -> float:
         """% of one core used by OTHER processes between two readings."""
         dt = self.t - before.t
         return max(0.0, 100 * ((self.busy - before.busy) - (self.own - before.own)) / dt) if dt > 0 else 0.0
@@ -133,7 +133,7 @@ def _source_frames(start: float, seconds: float, size: tuple[int, int]):
 
 
 def _synthetic_frames(seconds: float, size: tuple[int, int], seed: int):
-    from monitor import synthetic
+    from monitor.demo import synthetic
 
     w, h = size
     segs = [("walk", 4), ("idle", 3), ("wave", 4), ("fall", 2.5), ("get_up", 2.5), ("walk", 4)]
@@ -210,7 +210,7 @@ def decode_cost(path: Path, input_size: int, threads: str) -> dict:
     cameras) or 'auto' (frame threads)."""
     import av
 
-    from monitor.sources import to_rgb
+    from monitor.model.frames import to_rgb
 
     out = {}
     for with_resize in (False, True):
@@ -320,12 +320,12 @@ def make_bundle(root: Path, input_size: int, backbone, calib_clip: Path, calib_f
     """A bundle with the daemon's backbone and an untrained GRU head whose input is standardized
     with real features, then a threshold on one label's probability that live windows cross
     often (its median over calibration windows). Returns (dir, label, threshold, probs)."""
-    from monitor.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
-    from monitor.classifier import build_head
-    from monitor.sources import read_frames
-    from monitor.windows import sliding_windows
-
     import keras
+
+    from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
+    from monitor.model.frames import read_frames
+    from monitor.model.heads import build_head
+    from monitor.model.windowing import sliding_windows
 
     frames = read_frames(str(calib_clip), backbone.input_size, calib_fps)[:96]
     feats = np.concatenate([backbone.embed(frames[i:i + 32]) for i in range(0, len(frames), 32)])
@@ -524,15 +524,15 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
     """Run the daemon until `seconds` of quiet-machine time (5 s ticks in which other processes
     took <= --noise % of a core) have been measured after the warm-up, or --max-window x that in all.
     `raw_backbone`, the baseline's, is timed right before and after (the host's speed drifts)."""
-    from monitor.check import check_site
-    from monitor.daemon import Daemon
+    from monitor.pipeline.daemon import Daemon
+    from monitor.site.check import check_site
 
     if args.quiet_wait:
         wait_quiet(args.quiet_wait, args.noise)
     phase.local_before = raw_fps(raw_backbone, phase.max_batch)
     checked = check_site(site_yaml)
     try:
-        from monitor.store import upgrade
+        from monitor.record.db import upgrade
     except ImportError:  # versions before the Alembic schema create their tables themselves
         upgrade = None
     if upgrade is not None:
@@ -598,7 +598,7 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
         wait_quiet(min(args.quiet_wait, 60), args.noise)
     phase.local_after = raw_fps(raw_backbone, phase.max_batch)
     phase.evidence_clips = len(list((site_yaml.parent / "evidence").rglob("*.mp4")))
-    d = lambda name: total(s1, name) - total(s0, name)  # noqa: E731
+    d = lambda name: total(s1, name) - total(s0, name)
     phase.elapsed = t1 - t0
     phase.embeddings = d("har_monitor_embeddings_total")
     phase.sampled = d("har_monitor_frames_sampled_total")
@@ -756,7 +756,7 @@ def main() -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_threads)
     if args.inter_threads:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_threads)
-    from monitor.backbones import build_backbone
+    from monitor.model.backbones import build_backbone
 
     backbone = with_lanes(build_backbone("inception_v3", "none", (args.input, args.input)), args.embed_lanes)
     by_batch, base_foreign = baseline(backbone, min_seconds=args.baseline_seconds, quiet=args.quiet_wait, noise=args.noise,

@@ -28,8 +28,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from monitor.records import Prediction  # noqa: E402
-from monitor.rules import RuleEngine, RuleSet, parse_rule  # noqa: E402
+from monitor.messages import Prediction
+from monitor.rules import RuleEngine, RuleSet, parse_rule
 
 LABELS = [f"action_{i:02d}" for i in range(16)]
 GROUPS = {"group_a": LABELS[:3], "group_b": LABELS[3:6]}
@@ -101,7 +101,7 @@ def bench_classifier(batch: int = 50, calls: int = 20) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from monitor.classifier import build_head
+    from monitor.model.heads import build_head
 
     head = build_head("gru", 16, 2048, 10, 256)
     run = tf.function(lambda x: head(x, training=False), input_signature=[tf.TensorSpec([None, 16, 2048], tf.float32)])

@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from monitor.backbones import build_backbone  # noqa: E402
-from monitor.training.features import ExtractStats, Sampling, extract  # noqa: E402
-from monitor.training.train import TrainOptions, train  # noqa: E402
+from monitor.model.backbones import build_backbone
+from monitor.training.features import ExtractStats, Sampling, extract
+from monitor.training.train import TrainOptions, train
 
 
 def raw_throughput(backbone, seconds: float = 4.0) -> tuple[float, int]:

@@ -18,6 +18,12 @@ import yaml
 from monitor.errors import UserError
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class StrictModel(pydantic.BaseModel):
+    """The base of every model read from a user's YAML: unknown keys are errors, values are frozen."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

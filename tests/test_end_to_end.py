@@ -14,14 +14,14 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from conftest import RunningDaemon
+from support.daemon import RunningDaemon
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def demo_site(tmp_path_factory) -> Path:
-    from monitor.demo import build_demo_site
+    from monitor.demo.demo import build_demo_site
 
     site = build_demo_site(tmp_path_factory.mktemp("demo"), clips_per_class=10)
     data = yaml.safe_load(site.read_text())
@@ -32,7 +32,7 @@ def demo_site(tmp_path_factory) -> Path:
 
 def rows(db: Path) -> list[dict]:
     """The record as QA sees it: each violation with its closing audit event applied."""
-    from monitor.review import query
+    from monitor.record.review import query
 
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
@@ -43,7 +43,7 @@ def rows(db: Path) -> list[dict]:
 
 
 def test_demo_site_finds_falls_and_stores_them(demo_site):
-    from monitor.bundle import load_bundle
+    from monitor.model.bundle import load_bundle
 
     with RunningDaemon(demo_site) as d:
         first = d.scrape()
@@ -91,11 +91,11 @@ def test_sigterm_drains_and_exits_0_and_no_secret_leaks(demo_site, tmp_path):
     data["storage"]["url"] = f"sqlite:///{tmp_path / 'v.db'}"
     site = demo_site.parent / "site-sigterm.yaml"
     site.write_text(yaml.safe_dump(data, sort_keys=False))
-    from monitor.store import upgrade
+    from monitor.record.db import upgrade
 
     upgrade(data["storage"]["url"])
     env = dict(os.environ, DOOR_PASS="hunter2-secret")
-    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--cameras", str(site)],
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--cameras", str(site)],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
     deadline = time.monotonic() + 90

@@ -1,4 +1,4 @@
-"""Command line for the violation record: `db`, `users` and `violations` (QA review).
+"""`har-monitor db | users | violations`: the violation record's schema, its users and QA's review.
 
 Every command that reads the store takes `--cameras site.yaml` (the store named there) or `--db URL`.
 """
@@ -16,14 +16,16 @@ from pathlib import Path
 from monitor.errors import UserError
 
 
-def add_parsers(sub) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     def store_args(p: argparse.ArgumentParser) -> None:
         where = p.add_mutually_exclusive_group(required=True)
         where.add_argument("--cameras", type=Path, metavar="SITE_YAML", help="use the store named in this site.yaml")
         where.add_argument("--db", metavar="URL", help="a database URL (sqlite:///PATH, postgresql://...)")
 
     db = sub.add_parser("db", help="the record's database schema").add_subparsers(dest="db_command", required=True)
-    store_args(db.add_parser("upgrade", help="create or migrate the schema to this version's (Alembic)"))
+    upgrade = db.add_parser("upgrade", help="create or migrate the schema to this version's (Alembic)")
+    store_args(upgrade)
+    upgrade.set_defaults(func=cmd_db)
 
     users = sub.add_parser("users", help="people who review violations").add_subparsers(dest="users_command", required=True)
     add = users.add_parser("add", help="add a user (password prompted, or --password-stdin)")
@@ -32,10 +34,12 @@ def add_parsers(sub) -> None:
     add.add_argument("--printed-name", help="the name shown on signatures (default: NAME)")
     add.add_argument("--password-stdin", action="store_true")
     store_args(add)
+    add.set_defaults(func=cmd_users)
     disable = users.add_parser("disable", help="disable a user (users are never deleted)")
     disable.add_argument("name")
     disable.add_argument("--reason", required=True)
     store_args(disable)
+    disable.set_defaults(func=cmd_users)
 
     v = sub.add_parser("violations", help="review the violation record").add_subparsers(dest="violations_command", required=True)
     listing = v.add_parser("list", help="list violations")
@@ -62,20 +66,22 @@ def add_parsers(sub) -> None:
     store_args(export)
     verify = v.add_parser("verify", help="recompute the hash chains and evidence hashes; exit 1 if anything was altered")
     store_args(verify)
+    for command in (listing, show, review, export, verify):
+        command.set_defaults(func=cmd_violations)
 
 
 def _database(args: argparse.Namespace) -> tuple[str, Path | None]:
     """The database URL and the evidence directory."""
     if args.db:
         return args.db, None
-    from monitor.config import load_site
+    from monitor.site.config import load_site
 
     site = load_site(args.cameras)
     return site.database_url, site.resolve(site.config.storage.evidence_dir)
 
 
 def _engine(args: argparse.Namespace, check: bool = True):
-    from monitor.store import SchemaOutdated, check_schema, create_engine
+    from monitor.record.db import SchemaOutdated, check_schema, create_engine
 
     url, _ = _database(args)
     engine = create_engine(url)
@@ -122,7 +128,7 @@ def parse_since(text: str | None) -> datetime | None:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from monitor.store import shown_url, upgrade
+    from monitor.record.db import shown_url, upgrade
 
     url, _ = _database(args)
     before, after = upgrade(url)
@@ -131,7 +137,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    from monitor import review
+    from monitor.record import review
 
     engine = _engine(args)
     if args.users_command == "add":
@@ -147,7 +153,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_violations(args: argparse.Namespace) -> int:
-    from monitor import ledger, review
+    from monitor.record import ledger, review
 
     engine = _engine(args)
     command = args.violations_command

@@ -15,25 +15,23 @@ from monitor.rules.ruleset import check_rules
 from monitor.rules.ruletest import run_files
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     rules = sub.add_parser("rules", help="lint and unit-test compliance rule files")
     commands = rules.add_subparsers(dest="rules_command", required=True)
     check = commands.add_parser("check", help="validate rule files; file:line:column for each problem")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
     check.add_argument("--model", type=Path, metavar="MODEL_DIR",
                        help="also check the actions against this bundle's labels")
+    check.set_defaults(func=cmd_check)
     test = commands.add_parser("test", help="run rule unit tests (YAML: predictions in, expected episodes out)")
     test.add_argument("files", nargs="+", type=Path, metavar="TESTFILE")
-
-
-def cmd_rules(args: argparse.Namespace) -> int:
-    return {"check": cmd_check, "test": cmd_test}[args.rules_command](args)
+    test.set_defaults(func=cmd_test)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     labels = groups = None
     if args.model is not None:
-        from monitor.bundle import load_bundle
+        from monitor.model.bundle import load_bundle
 
         bundle = load_bundle(args.model)
         labels, groups = bundle.labels, bundle.manifest.groups

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from monitor import synthetic
-from monitor.backbones import build_backbone
-from monitor.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
-from monitor.logs import kv
+from monitor.demo import synthetic
+from monitor.model.backbones import build_backbone
+from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
+from monitor.ops.logs import kv
 from monitor.training import Sampling, extract, fit_head, windows_dataset
 
-log = logging.getLogger("monitor.demo")
+log = logging.getLogger(__name__)
 
 INPUT_SIZE = (107, 107)  # InceptionV3 at a small input: fast on a 2-core CPU
 WINDOW = WindowSpec(frames=8, sample_fps=4.0, stride=2)  # 2 s windows, one every 0.5 s
@@ -82,14 +82,14 @@ def train_demo_model(root: Path, out: Path, clips_per_class: int = CLIPS_PER_CLA
     features = extract(backbone, paths, Sampling(WINDOW.frames, WINDOW.sample_fps), cache=None)
     log.info(kv(event="demo_features", clips=len(paths), seconds=round(time.monotonic() - start, 1)))
     held_out = np.array([p.stem.endswith("_c00") for p in paths])
-    split = lambda mask: windows_dataset([f for f, m in zip(features, mask) if m],  # noqa: E731
+    split = lambda mask: windows_dataset([f for f, m in zip(features, mask) if m],
                                          [y for y, m in zip(labels, mask) if m], WINDOW.frames, WINDOW.stride)
     (x, y), (x_test, y_test) = split(~held_out), split(held_out)
     model, _ = fit_head(x, y, len(actions), x_val=x_test, y_val=y_test)
     accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
     manifest = ModelManifest(name="demo-actions", backbone=spec, window=WINDOW, labels=actions,
                              groups={"person_down": ["fall"]}, head=HeadSpec(kind="gru"),
-                             evaluation={"held_out_window_accuracy": round(accuracy, 4), "windows": int(len(y_test))})
+                             evaluation={"held_out_window_accuracy": round(accuracy, 4), "windows": len(y_test)})
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / manifest.head.file)
     write_manifest(out, manifest)
@@ -118,9 +118,9 @@ def build_demo_site(root: Path, metrics_port: int = 9108, clips_per_class: int =
 
 
 def run_demo(root: Path, duration: float | None, rebuild: bool = False, stop: threading.Event | None = None) -> int:
-    from monitor.check import check_site
-    from monitor.daemon import Daemon
-    from monitor.store import upgrade
+    from monitor.pipeline.daemon import Daemon
+    from monitor.record.db import upgrade
+    from monitor.site.check import check_site
 
     site_path = root / "site.yaml"
     if rebuild or not site_path.is_file():

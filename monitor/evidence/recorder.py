@@ -40,27 +40,24 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from fractions import Fraction
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-import av
 import cv2
 import numpy as np
 
-from monitor.backbones import sha256_file
-from monitor.errors import UserError
-from monitor.logs import kv
+from monitor.evidence.faces import blur_faces_in, load_face_detector
+from monitor.evidence.media import encode_jpeg, write_clip
+from monitor.fileio import fsync_path, sha256_file
+from monitor.model.frames import reduced_size
+from monitor.ops.logs import kv
 
-log = logging.getLogger("monitor.evidence")
+log = logging.getLogger(__name__)
 
-FACE_CASCADE = "haarcascade_frontalface_default.xml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # camera and episode ids become path components
-_DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _RING_SLACK = 1.0  # seconds the ring covers beyond pre + post roll: tolerates that much jitter
-_TIME_BASE = Fraction(1, 1000)  # clip timestamps in milliseconds: real spacing, not a nominal rate
 
 Frame = tuple[float, np.ndarray]  # (UTC epoch seconds, reduced uint8 RGB)
 
@@ -112,120 +109,13 @@ class _Job:
     frames: list[Frame] = field(repr=False)
 
 
-def reduced_size(width: int, height: int, target_width: int) -> tuple[int, int]:
-    """(w, h) at `target_width` (never upscaled), aspect kept, both even (yuv420p needs even sides).
-
-    >>> reduced_size(768, 432, 480)
-    (480, 270)
-    >>> reduced_size(560, 240, 480)
-    (480, 206)
-    >>> reduced_size(320, 240, 480)
-    (320, 240)
-    """
-    w = max(2, min(target_width, width) // 2 * 2)
-    h = max(2, round(height * w / width / 2) * 2)
-    return w, h
-
-
-def load_face_detector(cascade: Path | None = None) -> cv2.CascadeClassifier:
-    """OpenCV's bundled frontal-face Haar cascade, or a clear UserError saying why it cannot be had."""
-    if not hasattr(cv2, "CascadeClassifier"):
-        raise UserError(f"blur_faces: OpenCV {cv2.__version__} has no cv2.CascadeClassifier (OpenCV 5 moved the "
-                        "Haar cascades out of the main package): install opencv-python-headless<5")
-    if cascade is None:
-        data = getattr(getattr(cv2, "data", None), "haarcascades", None)
-        if not data:
-            raise UserError(f"blur_faces: OpenCV {cv2.__version__} has no cv2.data.haarcascades: "
-                            "install opencv-python-headless<5 or pass the cascade file")
-        cascade = Path(data) / FACE_CASCADE
-    if not cascade.is_file():
-        raise UserError(f"blur_faces: face cascade {cascade} is missing (OpenCV {cv2.__version__}): "
-                        "install opencv-python-headless<5, which bundles it, or pass the cascade file")
-    detector = cv2.CascadeClassifier(str(cascade))
-    if detector.empty():
-        raise UserError(f"blur_faces: face cascade {cascade} could not be loaded (not a Haar cascade XML?)")
-    return detector
-
-
-def detect_faces(detector: cv2.CascadeClassifier, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h) in an RGB frame; frontal faces of at least the cascade's 24x24 window only."""
-    gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))  # as OpenCV's own face sample: evens out lighting
-    boxes = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5)
-    return [tuple(int(v) for v in box) for box in boxes]
-
-
-def blur_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], grow: float = 0.25) -> np.ndarray:
-    """A copy of `rgb` with each box, enlarged by `grow` of its size on every side, made unrecognisable.
-
-    The box is shrunk to 4x4 colours (nothing of the face survives: unlike a plain Gaussian blur it
-    cannot be deconvolved) and smoothly scaled back, so no blocky edges draw the eye.
-    """
-    out = rgb.copy()
-    height, width = rgb.shape[:2]
-    for x, y, w, h in boxes:
-        x0, y0 = max(0, int(x - grow * w)), max(0, int(y - grow * h))
-        x1, y1 = min(width, int(x + w + grow * w)), min(height, int(y + h + grow * h))
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            continue
-        tiny = cv2.resize(out[y0:y1, x0:x1], (4, 4), interpolation=cv2.INTER_AREA)
-        out[y0:y1, x0:x1] = cv2.GaussianBlur(cv2.resize(tiny, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR),
-                                             (0, 0), max(1.0, (x1 - x0) / 8))
-    return out
-
-
-def blur_faces_in(detector: cv2.CascadeClassifier, frames: list[Frame]) -> list[Frame]:
-    """Blur faces in a sequence; a frame also gets its neighbours' boxes (Haar misses faces now and then)."""
-    found = [detect_faces(detector, rgb) for _, rgb in frames]
-    return [(ts, blur_boxes(rgb, [b for j in range(max(0, i - 1), min(len(frames), i + 2)) for b in found[j]]))
-            for i, (ts, rgb) in enumerate(frames)]
-
-
-def write_clip(path: Path, frames: list[Frame], fps: float, metadata: dict[str, str] | None = None) -> None:
-    """H.264 (yuv420p) MP4 with each frame at its real time (ms) from the first; moov first for browsers.
-
-    `fps` is only the nominal rate x264 plans its bit budget with; the timestamps are the frames' own.
-    """
-    height, width = frames[0][1].shape[:2]
-    start = frames[0][0]
-    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-        out.metadata.update(metadata or {})
-        # One encoder thread: a clip is ~50 small frames, and x264's threads cost ~25% more CPU (taken
-        # from inference) for no gain in wall time here (measured 0.10 vs 0.13 s CPU per 480x270 clip).
-        stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000),
-                                options={"preset": "veryfast", "crf": "23", "threads": "1"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = stream.codec_context.time_base = _TIME_BASE
-        last = -1
-        for ts, rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            last = frame.pts = max(last + 1, round((ts - start) * 1000))  # the muxer needs strictly rising pts
-            frame.time_base = _TIME_BASE
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the snapshot as JPEG")
-    return data.tobytes()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _log_written(evidence: Evidence) -> None:
-    log.info("evidence written %s", kv(episode=evidence.episode_id, camera=evidence.camera, clip=evidence.clip,
+    log.info(kv(event="evidence_written", episode=evidence.episode_id, camera=evidence.camera, clip=evidence.clip,
                                        frames=evidence.frames))
 
 
 def _log_error(episode_id: str, exc: Exception) -> None:
-    log.warning("evidence failed %s", kv(episode=episode_id, error=exc))
+    log.warning(kv(event="evidence_failed", episode=episode_id, error=exc))
 
 
 class EvidenceRecorder:
@@ -293,7 +183,7 @@ class EvidenceRecorder:
                 raise ValueError(f"evidence: {what} {name!r} cannot be a file name")
         with self._lock:
             if self._closing or episode_id in self._pending:
-                log.warning("evidence not scheduled %s", kv(episode=episode_id, reason="closing" if self._closing else "duplicate"))
+                log.warning(kv(event="evidence_not_scheduled", episode=episode_id, reason="closing" if self._closing else "duplicate"))
                 return
             if len(self._pending) + self._queued >= self.max_pending:
                 error: Exception | None = RuntimeError(f"{self.max_pending} episodes already waiting for evidence")
@@ -341,7 +231,7 @@ class EvidenceRecorder:
         now = time.monotonic()
         with self._lock:
             for p in [p for p in self._pending.values() if p.deadline <= now]:
-                log.info("evidence deadline %s", kv(episode=p.episode_id, camera=p.camera))  # camera late or down
+                log.info(kv(event="evidence_deadline", episode=p.episode_id, camera=p.camera))  # camera late or down
                 self._enqueue(p)
             nearest = min((p.deadline for p in self._pending.values()), default=now + 1.0)
         return min(max(nearest - now, 0.01), 1.0)
@@ -362,7 +252,7 @@ class EvidenceRecorder:
                 try:
                     self.on_written(evidence)
                 except Exception:
-                    log.exception("evidence on_written failed %s", kv(episode=job.episode_id))
+                    log.exception(kv(event="evidence_on_written_failed", episode=job.episode_id))
             finally:
                 with self._lock:
                     self._queued -= 1
@@ -371,7 +261,7 @@ class EvidenceRecorder:
         try:
             self.on_error(episode_id, exc)
         except Exception:
-            log.exception("evidence on_error failed %s", kv(episode=episode_id))
+            log.exception(kv(event="evidence_on_error_failed", episode=episode_id))
 
     def _write(self, job: _Job) -> Evidence:
         if not job.frames:
@@ -380,7 +270,7 @@ class EvidenceRecorder:
         started = time.perf_counter()
         lo = job.opened_ts - self.pre_roll
         if job.frames[0][0] > lo + 2 / self.fps:  # reported later than the ring covers, or the camera was down
-            log.warning("evidence partial %s", kv(episode=job.episode_id, camera=job.camera,
+            log.warning(kv(event="evidence_partial", episode=job.episode_id, camera=job.camera,
                                                   missing_seconds=job.frames[0][0] - lo))
         frames = blur_faces_in(self._faces, job.frames) if self._faces is not None else job.frames
         day = datetime.fromtimestamp(job.opened_ts, timezone.utc).strftime("%Y-%m-%d")
@@ -394,57 +284,19 @@ class EvidenceRecorder:
         try:
             write_clip(tmp_clip, frames, self.fps, {"creation_time": start_iso.replace("+00:00", "Z"),
                                           "comment": f"episode={job.episode_id} camera={job.camera}"})
-            _fsync(tmp_clip)
+            fsync_path(tmp_clip)
             with open(tmp_snap, "wb") as f:
                 f.write(encode_jpeg(nearest[1]))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp_clip, clip)
             os.replace(tmp_snap, snapshot)
-            _fsync(folder)  # the renames themselves survive a power cut
+            fsync_path(folder)  # the renames themselves survive a power cut
         finally:
             for tmp in (tmp_clip, tmp_snap):
                 tmp.unlink(missing_ok=True)
         evidence = Evidence(job.episode_id, job.camera, clip, sha256_file(clip), snapshot, sha256_file(snapshot),
                             frames[0][0], frames[-1][0], len(frames))
-        log.debug("evidence encoded %s", kv(episode=job.episode_id, frames=len(frames),
+        log.debug(kv(event="evidence_encoded", episode=job.episode_id, frames=len(frames),
                                             seconds=time.perf_counter() - started))
         return evidence
-
-
-def prune(directory: Path, retention_days: float, now: float | None = None) -> list[Path]:
-    """Delete evidence files whose episode day ended more than `retention_days` ago; return them.
-
-    The day is the `<YYYY-MM-DD>` folder (UTC) the file sits in, not its mtime: a restore from
-    backup must not reset the clock, and a file is never deleted before its retention (at most a
-    day after). Only files in `<camera>/<date>/` are touched, and the folders they leave empty;
-    violation records are not.
-    """
-    if retention_days <= 0:
-        raise ValueError("evidence: retention_days must be > 0")
-    cutoff = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc) - timedelta(days=retention_days)
-    deleted: list[Path] = []
-    directory = Path(directory)
-    if not directory.is_dir():
-        return deleted
-    for camera in sorted(p for p in directory.iterdir() if p.is_dir()):
-        pruned = False
-        for day in sorted(p for p in camera.iterdir() if p.is_dir() and _DATE_DIR.match(p.name)):
-            try:
-                end = datetime.strptime(day.name, "%Y-%m-%d").replace(tzinfo=timezone.utc) + timedelta(days=1)
-            except ValueError:
-                continue  # looks like a date, is not one (2024-13-01): not ours
-            if end > cutoff:
-                continue
-            pruned = True
-            for path in sorted(day.iterdir()):
-                if path.is_file():
-                    path.unlink()
-                    deleted.append(path)
-            if not any(day.iterdir()):
-                day.rmdir()
-        if pruned and not any(camera.iterdir()):
-            camera.rmdir()
-    if deleted:
-        log.info("evidence pruned %s", kv(files=len(deleted), retention_days=float(retention_days)))
-    return deleted

@@ -8,21 +8,20 @@ never retraces. TensorFlow places them on a GPU when there is one.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from monitor.errors import UserError
-from monitor.logs import kv
+from monitor.ops.logs import kv
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-log = logging.getLogger("monitor.backbones")
+log = logging.getLogger(__name__)
 
 KERAS_BACKBONES = {"inception_v3": 75, "mobilenet_v2": 32, "resnet50": 32, "vgg16": 32}  # name -> smallest input side
 # raw: the resized pixels themselves, for heads that learn from frames end to end (conv3d)
@@ -35,14 +34,6 @@ class Backbone:
     input_size: tuple[int, int]  # (height, width)
     dim: int
     embed: Callable[[np.ndarray], np.ndarray]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_backbone(name: str, weights: str, input_size: tuple[int, int] | None = None, seed: int = 0,

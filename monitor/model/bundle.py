@@ -11,20 +11,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from monitor.backbones import BACKBONES, Backbone, build_backbone, sha256_file
 from monitor.errors import UserError
-from monitor.yamlfile import load_model
+from monitor.fileio import sha256_file
+from monitor.model.backbones import BACKBONES, Backbone, build_backbone
+from monitor.yamlfile import StrictModel, load_model
 
 MANIFEST = "model.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BackboneSpec(_Strict):
+class BackboneSpec(StrictModel):
     name: Literal[BACKBONES]  # type: ignore[valid-type]
     weights: str = "imagenet"  # imagenet | none | a file path (relative to the bundle)
     sha256: str | None = None  # of the weights file, checked at load
@@ -32,13 +29,13 @@ class BackboneSpec(_Strict):
     seed: int = 0  # for weights: none
 
     @model_validator(mode="after")
-    def _tflite_needs_file(self) -> "BackboneSpec":
+    def _tflite_needs_file(self) -> BackboneSpec:
         if self.name == "tflite" and self.weights in ("imagenet", "none"):
             raise ValueError("a tflite backbone needs weights: PATH to a .tflite file")
         return self
 
 
-class WindowSpec(_Strict):
+class WindowSpec(StrictModel):
     frames: int = Field(default=16, ge=1, le=512)  # T
     sample_fps: float = Field(default=4.0, gt=0, le=60)
     stride: int = Field(default=4, ge=1)  # S: classify every S new embeddings
@@ -46,12 +43,12 @@ class WindowSpec(_Strict):
     clip_sampling: Literal["fps", "uniform"] = "fps"
 
 
-class HeadSpec(_Strict):
+class HeadSpec(StrictModel):
     kind: str = "gru"
     file: str = "head.keras"
 
 
-class ModelManifest(_Strict):
+class ModelManifest(StrictModel):
     format: Literal[1] = 1
     name: str = "model"
     backbone: BackboneSpec
@@ -62,7 +59,7 @@ class ModelManifest(_Strict):
     evaluation: dict = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelManifest":
+    def _consistent(self) -> ModelManifest:
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
         if any(not label or len(label) > 64 for label in self.labels):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.metrics_core import Metric
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 import monitor
 
@@ -79,7 +79,7 @@ class Metrics:
         sample carries a shard label, so the shards of one site can be told apart.
         """
         exposed = self.registry if shard is None else _with_label(self.registry, "shard", shard)
-        handler = type("Handler", (_Handler,), {"exposed": exposed, "health": staticmethod(health or (lambda: {}))})
+        handler = type("Handler", (_Handler,), {"exposed": exposed, "health": staticmethod(health or (dict))})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
@@ -113,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     exposed: CollectorRegistry
     health: Callable[[], dict]
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._send(200, generate_latest(self.exposed), CONTENT_TYPE_LATEST)

@@ -24,25 +24,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from sqlalchemy.exc import SQLAlchemyError
 
-from monitor.check import CheckedSite, source_settings
-from monitor.config import shard_of
 from monitor.errors import UserError
-from monitor.classifier import Classifier
-from monitor.embedding import Embedder
-from monitor.evidence import EvidenceRecorder, prune
-from monitor.framequeue import FrameQueues
-from monitor.logs import kv
-from monitor.metrics import Metrics, describe_build
-from monitor.records import Embedding, ViolationEvent
+from monitor.evidence.recorder import EvidenceRecorder
+from monitor.evidence.retention import prune
+from monitor.messages import Embedding, ViolationEvent
+from monitor.ops.logs import kv
+from monitor.ops.metrics import Metrics, describe_build
+from monitor.pipeline.classifier import Classifier
+from monitor.pipeline.embedder import Embedder
+from monitor.pipeline.framequeue import FrameQueues
+from monitor.pipeline.sources import CameraSource, SourceHooks
+from monitor.pipeline.windows import WindowBuffers
+from monitor.record.db import SchemaOutdated, check_schema, shown_url
+from monitor.record.writer import Provenance, StoreWriter
 from monitor.rules import RuleEngine, RuleSet, load_rules
-from monitor.sources import CameraSource, SourceHooks
-from monitor.store import Provenance, SchemaOutdated, StoreWriter, check_schema, shown_url
-from monitor.windows import WindowBuffers
+from monitor.site.check import CheckedSite, source_settings
+from monitor.site.config import shard_of
 
-log = logging.getLogger("monitor.daemon")
+log = logging.getLogger(__name__)
 SHUTDOWN_SECONDS = 8.0  # SIGTERM to exit must stay under 10 s
 RULES_POLL_SECONDS = 2.0
 
@@ -287,7 +288,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
-        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
+        left = lambda: max(0.1, deadline - time.monotonic())
         log.info(kv(event="daemon_stopping", queued_frames=len(self.queues)))
         self._sources_stop.set()
         for source in self.sources:

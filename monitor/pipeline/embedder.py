@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from monitor.backbones import Backbone
-from monitor.framequeue import FrameQueues
-from monitor.logs import kv
-from monitor.records import Embedding
+from monitor.messages import Embedding
+from monitor.model.backbones import Backbone
+from monitor.ops.logs import kv
+from monitor.pipeline.framequeue import FrameQueues
 
-log = logging.getLogger("monitor.embedding")
+log = logging.getLogger(__name__)
 
 
 class Embedder:

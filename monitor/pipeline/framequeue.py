@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
-from monitor.records import SampledFrame
+from monitor.messages import SampledFrame
 
 
 class FrameQueues:
     def __init__(self, cameras: list[str], maxlen: int | dict[str, int], on_drop: Callable[[str], None] = lambda c: None):
-        sizes = maxlen if isinstance(maxlen, dict) else {c: maxlen for c in cameras}
+        sizes = maxlen if isinstance(maxlen, dict) else dict.fromkeys(cameras, maxlen)
         self._queues: dict[str, deque[SampledFrame]] = {c: deque(maxlen=sizes[c]) for c in cameras}
         self._cond = threading.Condition()
         self._on_drop = on_drop

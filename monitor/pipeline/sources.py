@@ -17,16 +17,18 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import av
 import numpy as np
 
-from monitor.logs import kv, redact, redact_url
-from monitor.records import SampledFrame
+from monitor.backoff import Backoff
+from monitor.messages import SampledFrame
+from monitor.model.frames import FrameSampler, open_container, reduced_size, set_decode_threads, to_rgb
+from monitor.ops.logs import kv, redact, redact_url
 
-log = logging.getLogger("monitor.sources")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,78 +62,6 @@ class SourceHooks:
     evidence: Callable[[str, float, np.ndarray], None] = lambda camera, ts, rgb: None  # reduced-size RGB
 
 
-class FrameSampler:
-    """Picks frames at `fps` from their timestamps (seconds), whatever the stream's own rate."""
-
-    def __init__(self, fps: float):
-        self.period = 1.0 / fps
-        self.next: float | None = None
-
-    def take(self, t: float) -> bool:
-        if self.next is not None and self.next - t > 2 * self.period:
-            self.next = None  # timestamps went backwards (stream restarted): start a new grid
-        if self.next is not None and t < self.next - 1e-6:
-            return False
-        # Keep a regular grid, but do not try to catch up after a gap (reconnect, loop).
-        on_grid = self.next is not None and t - self.next < self.period
-        self.next = (self.next + self.period) if on_grid else (t + self.period)
-        return True
-
-
-def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Iterator[float]:
-    """1, 2, 4 ... up to `maximum` seconds, each jittered down by up to 25% so cameras do not reconnect in lockstep."""
-    delay = initial
-    while True:
-        yield min(maximum, delay) * rng.uniform(0.75, 1.0)
-        delay = min(maximum, delay * 2)
-
-
-def to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """The frame resized in FFmpeg to uint8 RGB [height, width, 3], C-contiguous.
-
-    Through planar RGB (gbrp): swscale's packed rgb24 output is both slower and less exact
-    (measured on 640x360 H.264: 0.29 vs 0.56 ms to 299x299; mean error against a float
-    BT.601 conversion 0.4 vs 1.6 levels at even widths; the same pixels at odd widths).
-    """
-    return frame.reformat(width=width, height=height, format="gbrp").to_ndarray()
-
-
-def set_decode_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
-    """1: decode on the reader thread alone, the least CPU per frame (measured: 0.56 ms vs 0.66 ms with
-    frame threads for 640x360 H.264), which leaves the cores to inference; otherwise frame and slice
-    threads (`threads` of them, 0 = FFmpeg's choice): faster per stream, for bulk reads and 4K."""
-    if threads == 1:
-        stream.codec_context.thread_count = 1
-    else:
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
-
-
-def open_options(location: str) -> dict:
-    if location.lower().startswith(("rtsp://", "rtsps://")):
-        # Measured: these open in ~0.1 s instead of 1.2 s of probing and a burst of stale frames.
-        return {"rtsp_transport": "tcp", "probesize": "32", "analyzeduration": "0"}
-    return {}
-
-
-def open_container(location: str, open_timeout: float, read_timeout: float) -> av.container.InputContainer:
-    """Open a stream with FFmpeg timeouts so that no call can block forever."""
-    return av.open(location, mode="r", options=open_options(location), timeout=(open_timeout, read_timeout))
-
-
-def probe(location: str, timeout: float = 10.0) -> str | None:
-    """Open a source and decode one frame: None when it works, else what went wrong."""
-    try:
-        with open_container(location, timeout, timeout) as container:
-            if not container.streams.video:
-                return "no video stream"
-            for _ in container.decode(video=0):
-                return None
-            return "no decodable frame"
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        return f"cannot read video: {exc}"
-
-
 class CameraSource:
     """Supervises one camera: start() returns at once, stop() asks the threads to end."""
 
@@ -145,7 +75,6 @@ class CameraSource:
         self._ended = False  # a file without loop reached its end
         self._error: str | None = None
         self._thread = threading.Thread(target=self._supervise, name=f"camera-{settings.camera}", daemon=True)
-        self._rng = random.Random(hash(settings.camera))
 
     @property
     def name(self) -> str:
@@ -162,7 +91,7 @@ class CameraSource:
         self._thread.join(timeout)
 
     def _supervise(self) -> None:
-        delays = backoff_delays(self.s.backoff_initial, self.s.backoff_max, self._rng)
+        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.name)))
         shown = redact_url(self.s.location)
         while not self._stop.is_set():
             self._generation += 1
@@ -180,8 +109,8 @@ class CameraSource:
             if reason == "stalled":
                 self.hooks.stall(self.name)
             if self._connected:
-                delays = backoff_delays(self.s.backoff_initial, self.s.backoff_max, self._rng)
-            delay = next(delays)
+                backoff.reset()
+            delay = backoff.next()
             log.warning(kv(event="camera_down", camera=self.name, url=shown, reason=reason, retry_in_s=round(delay, 1)))
             if self._stop.wait(delay):
                 break
@@ -198,7 +127,7 @@ class CameraSource:
         return self._error or "stream ended"
 
     def _read(self, generation: int) -> None:
-        mine = lambda: generation == self._generation and not self._stop.is_set()  # noqa: E731
+        mine = lambda: generation == self._generation and not self._stop.is_set()
         try:
             self._read_stream(mine)
         except (av.FFmpegError, OSError, ValueError, av.error.EOFError) as exc:
@@ -253,9 +182,7 @@ class CameraSource:
 
     def _evidence_frame(self, frame: av.VideoFrame) -> np.ndarray:
         """Reduced in FFmpeg to the evidence width, aspect kept, even sides: cheap for 1080p cameras."""
-        width = min(self.s.evidence_width, frame.width) // 2 * 2
-        height = max(2, round(frame.height * width / frame.width / 2) * 2)
-        return to_rgb(frame, width, height)
+        return to_rgb(frame, *reduced_size(frame.width, frame.height, self.s.evidence_width))
 
     def _frames(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
         """Decode packet by packet so a corrupt packet is counted and skipped, not fatal."""
@@ -268,43 +195,3 @@ class CameraSource:
             yield from frames
 
 
-def read_frames(path: str, size: tuple[int, int], sample_fps: float | None = None,
-                indices: np.ndarray | None = None) -> np.ndarray:
-    """A whole clip, sampled and resized exactly as a live camera is: uint8 [N, H, W, 3].
-
-    Training uses this so that a model sees the same frames offline as at run time. With
-    `indices` (frame numbers, ascending, repeats allowed) instead of `sample_fps`, only those
-    frames are resized.
-    """
-    height, width = size
-    sampler = FrameSampler(sample_fps) if sample_fps else None
-    wanted = np.bincount(indices) if indices is not None and len(indices) else np.zeros(0, int)
-    frames = []
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        set_decode_threads(stream, 0)  # a bulk read: as fast as possible
-        for i, frame in enumerate(container.decode(stream)):
-            if sampler is not None:
-                t = frame.time if frame.time is not None else i / float(stream.average_rate or 25)
-                repeat = int(sampler.take(t))
-            else:
-                repeat = int(wanted[i]) if i < len(wanted) else 0
-                if i >= len(wanted):
-                    break
-            if repeat:
-                rgb = to_rgb(frame, width, height)
-                frames += [rgb] * repeat
-    if not frames:
-        return np.empty((0, height, width, 3), np.uint8)
-    if indices is not None and len(frames) < len(indices):  # containers may promise a frame or two too many
-        frames += [frames[-1]] * (len(indices) - len(frames))
-    return np.stack(frames)
-
-
-def count_frames(path: str) -> int:
-    """Frames in a video file: from the container when it says, else by counting packets (no decoding)."""
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        return sum(1 for packet in container.demux(stream) if packet.size)

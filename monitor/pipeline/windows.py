@@ -1,7 +1,8 @@
-"""Sliding windows of embeddings: per-camera ring buffers at run time, arrays in training.
+"""Per-camera ring buffers of embeddings that emit a window every S new ones.
 
-Both use the same rule, so a model scores the same offline and live: a window is the last
-T embeddings, the first one ends at embedding T, then one every S new embeddings.
+The rule is `monitor.model.windowing`'s, which training uses too, so a model scores the same
+offline and live: a window is the last T embeddings, the first ends at embedding T, then one
+every S new embeddings.
 """
 
 from __future__ import annotations
@@ -10,20 +11,7 @@ from collections import deque
 
 import numpy as np
 
-from monitor.records import Embedding, Window
-
-
-def window_ends(n: int, frames: int, stride: int) -> range:
-    """Indices (exclusive ends) of the windows over n embeddings."""
-    return range(frames, n + 1, stride)
-
-
-def sliding_windows(features: np.ndarray, frames: int, stride: int) -> np.ndarray:
-    """[N, D] -> [K, T, D] with the windowing the daemon uses live."""
-    ends = window_ends(len(features), frames, stride)
-    if not len(ends):
-        return np.empty((0, frames, features.shape[1]), features.dtype)
-    return np.stack([features[e - frames:e] for e in ends])
+from monitor.messages import Embedding, Window
 
 
 class WindowBuffers:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from monitor.schema import CHAINED, audit_events, chain_heads
+from monitor.fileio import sha256_file
+from monitor.record.tables import CHAINED, audit_events, chain_heads
 
 GENESIS = "0" * 64
 _NOT_CONTENT = {"seq", "prev_hash", "row_hash"}
@@ -55,6 +56,17 @@ def append(conn: sa.Connection, table: sa.Table, values: dict) -> dict:
     return dict(row, seq=seq)
 
 
+def audit(conn: sa.Connection, key: str, violation_id: str | None, actor: str, what: str, old: dict, new: dict,
+          why: str) -> bool:
+    """Append an audit event once per key; False when that key was already recorded."""
+    if conn.execute(sa.select(audit_events.c.seq).where(audit_events.c.event_key == key)).first():
+        return False
+    append(conn, audit_events, dict(
+        event_key=key, violation_id=violation_id, at=datetime.now(timezone.utc), actor=actor, what=what,
+        old=json.dumps(old, sort_keys=True), new=json.dumps(new, sort_keys=True), why=why))
+    return True
+
+
 @dataclass(frozen=True)
 class Problem:
     chain: str
@@ -85,8 +97,6 @@ def verify_chain(conn: sa.Connection, table: sa.Table) -> list[Problem]:
 
 def verify_evidence(conn: sa.Connection, evidence_root: Path | None = None) -> list[Problem]:
     """Every evidence file recorded in the audit trail still has its recorded SHA-256."""
-    from monitor.backbones import sha256_file
-
     problems = []
     pruned = {json.loads(r.new).get("path") for r in conn.execute(
         sa.select(audit_events.c.new).where(audit_events.c.what == "evidence_pruned"))}

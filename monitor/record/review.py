@@ -18,10 +18,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from monitor import ledger
 from monitor.errors import UserError
-from monitor.schema import audit_events, reviews, users, violations
-from monitor.store import audit
+from monitor.record import ledger
+from monitor.record.ledger import audit
+from monitor.record.tables import audit_events, reviews, users, violations
 
 ROLES = ("viewer", "reviewer", "admin")
 DISPOSITIONS = ("confirmed", "false_positive", "needs_follow_up")

@@ -1,9 +1,8 @@
-"""The violation store: SQLAlchemy, SQLite (WAL) by default, PostgreSQL by URL; one writer thread.
+"""The violation store's writer: one thread writes every event, in order, into the record.
 
-Events are written in order by one thread into the hash-chained, append-only record
-(monitor/schema.py, monitor/ledger.py). When the database is unreachable, events go to a
-durable local spool (fsync'd) and are replayed in order when it returns; every write is
-idempotent by the episode's id, so each event lands exactly once. Nothing is dropped.
+Events go into the hash-chained, append-only record (tables.py, ledger.py). When the database
+is unreachable, they wait in a durable local spool (fsync'd) and are replayed in order when it
+returns; every write is idempotent by the episode's id, so each event lands exactly once.
 """
 
 from __future__ import annotations
@@ -13,28 +12,23 @@ import logging
 import queue
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from monitor import ledger
-from monitor.errors import UserError
-from monitor.logs import kv
-from monitor.records import ViolationEvent
-from monitor.schema import audit_events, violations
-from monitor.spool import Spool
+from monitor.messages import ViolationEvent
+from monitor.ops.logs import kv
+from monitor.record import ledger
+from monitor.record.db import SchemaOutdated, check_schema, create_engine, shown_url
+from monitor.record.ledger import audit
+from monitor.record.spool import Spool
+from monitor.record.tables import violations
 
-log = logging.getLogger("monitor.store")
-SUPPORTED = ("sqlite", "postgresql")
-
-
-class SchemaOutdated(Exception):
-    """The database is not at the schema this version needs (run `har-monitor db upgrade`)."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,91 +40,6 @@ class Provenance:
     rules_hash: str
     config_hash: str
     host: str = socket.gethostname()
-
-
-def normalize_url(url: str) -> sa.URL:
-    """Parse a database URL; plain postgresql:// uses psycopg 3 (the driver we install)."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise UserError(f"storage.url: '{shown_url(url)}' is not a database URL (e.g. sqlite:///violations.db, "
-                        "postgresql://user@host/db)") from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    try:
-        supported = parsed.get_dialect().name in SUPPORTED
-        parsed.get_dialect().import_dbapi()  # the driver is installed
-    except Exception:
-        supported = False
-    if not supported:
-        raise UserError(f"storage.url: unsupported database '{parsed.drivername}' "
-                        "(expected sqlite:///PATH or postgresql://USER@HOST/DB)")
-    return parsed
-
-
-def shown_url(url: str | sa.URL) -> str:
-    try:
-        return (url if isinstance(url, sa.URL) else make_url(url)).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparsable>"
-
-
-def create_engine(url: str) -> Engine:
-    parsed = normalize_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed, connect_args={"timeout": 5})
-
-        @sa.event.listens_for(engine, "connect")
-        def _wal(conn, _record):  # concurrent readers (QA tools) while the daemon writes
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-
-        return engine
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
-
-
-def _alembic_config(conn: sa.Connection):
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", "monitor:migrations")
-    config.attributes["connection"] = conn
-    return config
-
-
-def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
-
-
-def schema_revision(conn: sa.Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(conn).get_current_revision()
-
-
-def check_schema(engine: Engine, command: str = "har-monitor db upgrade --cameras site.yaml") -> None:
-    with engine.connect() as conn:
-        current = schema_revision(conn)
-    head = head_revision()
-    if current != head:
-        raise SchemaOutdated(f"database {shown_url(engine.url)} has schema {current or 'none (empty)'}, "
-                             f"this version needs {head}: run `{command}`")
-
-
-def upgrade(url: str) -> tuple[str | None, str]:
-    """Bring the database to the newest schema; returns (before, after) revisions."""
-    from alembic import command
-
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            before = schema_revision(conn)
-            command.upgrade(_alembic_config(conn), "head")
-            return before, schema_revision(conn)
-    finally:
-        engine.dispose()
 
 
 def _utc(ts: float | None) -> datetime | None:
@@ -159,17 +68,6 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance) ->
                                           "peak_confidence": float(event.confidence)},
                      "the condition stopped holding (or the daemon stopped)")
     return False
-
-
-def audit(conn: sa.Connection, key: str, violation_id: str | None, actor: str, what: str, old: dict, new: dict,
-          why: str) -> bool:
-    """Append an audit event once per key; False when that key was already recorded."""
-    if conn.execute(sa.select(audit_events.c.seq).where(audit_events.c.event_key == key)).first():
-        return False
-    ledger.append(conn, audit_events, dict(
-        event_key=key, violation_id=violation_id, at=datetime.now(timezone.utc), actor=actor, what=what,
-        old=json.dumps(old, sort_keys=True), new=json.dumps(new, sort_keys=True), why=why))
-    return True
 
 
 def apply_record(conn: sa.Connection, record: dict, prov: Provenance) -> ViolationEvent | None:

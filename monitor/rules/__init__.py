@@ -5,12 +5,10 @@ schema.py     the rule language: one pydantic model per kind (forbidden, sequenc
 ruleset.py    load and lint rule files, every problem located as file:line:column
 engine.py     the per rule x camera state machines, and which events each kind emits
 ruletest.py   rule unit tests written in YAML (`har-monitor rules test`)
-cli.py        `har-monitor rules check | test`
 """
 
 from monitor.rules.engine import RuleEngine
 from monitor.rules.ruleset import Findings, RuleSet, check_rules, load_rules
-from monitor.rules.schema import RuleConfig, format_duration, parse_duration, parse_rule
+from monitor.rules.schema import RuleConfig, parse_rule
 
-__all__ = ["Findings", "RuleConfig", "RuleEngine", "RuleSet", "check_rules", "format_duration", "load_rules",
-           "parse_duration", "parse_rule"]
+__all__ = ["Findings", "RuleConfig", "RuleEngine", "RuleSet", "check_rules", "load_rules", "parse_rule"]

@@ -40,7 +40,7 @@ import math
 import uuid
 from dataclasses import replace
 
-from monitor.records import Prediction, ViolationEvent
+from monitor.messages import Prediction, ViolationEvent
 from monitor.rules.ruleset import RuleSet
 from monitor.rules.schedule import Calendar
 from monitor.rules.schema import AbsenceRule, DurationRule, ForbiddenRule, RuleConfig, SequenceRule
@@ -52,7 +52,7 @@ class _View:
     """One prediction as the rules see it: the confidence of each action its camera's rules name, and
     whether each schedule is active, computed once for all the rules."""
 
-    __slots__ = ("p", "t", "confs", "rules_hash", "_active")
+    __slots__ = ("_active", "confs", "p", "rules_hash", "t")
 
     def __init__(self, p: Prediction, confs: dict[str, float], rules_hash: str):
         self.p, self.t, self.confs, self.rules_hash = p, p.t1, confs, rules_hash
@@ -68,7 +68,7 @@ class _View:
 class _Presence:
     """Whether an action is going on, debounced by for_windows / release_windows."""
 
-    __slots__ = ("needed", "release", "on", "hits", "misses", "start", "end", "peak")
+    __slots__ = ("end", "hits", "misses", "needed", "on", "peak", "release", "start")
 
     def __init__(self, rule: RuleConfig):
         self.needed, self.release = rule.for_windows, rule.release_windows

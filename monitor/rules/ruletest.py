@@ -28,30 +28,26 @@ from pathlib import Path
 from typing import Annotated
 
 import pydantic
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BeforeValidator, Field, model_validator
 
+from monitor.durations import Duration, PositiveDuration, format_duration, parse_duration
 from monitor.errors import UserError
-from monitor.records import Prediction
+from monitor.messages import Prediction
 from monitor.rules.engine import RuleEngine
 from monitor.rules.ruleset import RuleSet, load_rules
-from monitor.rules.schema import Duration, PositiveDuration, format_duration, parse_duration
-from monitor.yamlfile import located, parse_yaml, read_text, validation_problems
+from monitor.yamlfile import StrictModel, located, parse_yaml, read_text, validation_problems
 
 
 def _closed(value: object) -> float | None:
     return None if value == "open" else parse_duration(value)  # type: ignore[arg-type]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraSpec(_Strict):
+class CameraSpec(StrictModel):
     id: str = Field(min_length=1)
     zone: str | None = None
 
 
-class PredictionSpec(_Strict):
+class PredictionSpec(StrictModel):
     at: Duration
     until: Duration | None = None  # repeat every `every` from `at` up to (not including) `until`
     every: PositiveDuration | None = None
@@ -72,13 +68,13 @@ class PredictionSpec(_Strict):
         return [self.at + k * self.every for k in range(count)]
 
 
-class ExpectedEpisode(_Strict):
+class ExpectedEpisode(StrictModel):
     rule: str
     opened: Duration
     closed: Annotated[float | None, BeforeValidator(_closed)]  # `open`: still open at the end
 
 
-class RuleTestCase(_Strict):
+class RuleTestCase(StrictModel):
     name: str = Field(min_length=1)
     camera: CameraSpec
     start: AwareDatetime
@@ -86,7 +82,7 @@ class RuleTestCase(_Strict):
     expect: list[ExpectedEpisode]
 
 
-class RuleTestFile(_Strict):
+class RuleTestFile(StrictModel):
     rules: list[str] = Field(min_length=1)
     labels: list[str] = Field(min_length=1)
     groups: dict[str, list[str]] = Field(default_factory=dict)

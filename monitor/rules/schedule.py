@@ -18,7 +18,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
+
+from monitor.yamlfile import StrictModel
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -41,9 +43,7 @@ def _seconds_of_day(text: str) -> int:
 TimeOfDay = Annotated[str, BeforeValidator(_time_of_day)]
 
 
-class Schedule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Schedule(StrictModel):
     days: list[Day] = Field(default_factory=lambda: list(DAYS))
     between: list[tuple[TimeOfDay, TimeOfDay]] | None = None  # None: all day
     tz: str = "UTC"

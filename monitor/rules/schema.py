@@ -21,76 +21,30 @@ rules:
   - {id: station-unattended, kind: duration, action: station_unattended, max: 10m}
   - {id: line-clearance-hourly, kind: absence, action: line_clearance, every: 1h}
 ```
-Durations: a number of seconds or `250ms`, `90s`, `10m`, `1.5h`, `1h30m`, `1d`.
+Durations: see monitor/durations.py (`90s`, `10m`, `1h30m` ...).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
+from monitor.durations import Duration, PositiveDuration, format_duration
 from monitor.rules.schedule import Schedule
+from monitor.yamlfile import StrictModel
 
-_NUMBER = r"\d+(?:\.\d+)?"
-_DURATION = re.compile(rf"^(?:\s*{_NUMBER}\s*(?:ms|s|m|h|d))+\s*$")
-_PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: float | int | str) -> float:
-    """'90s', '10m', '1.5h', '1h30m', 30 -> seconds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{value!r} is not a duration (expected e.g. 30s, 10m, 1h)")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if re.fullmatch(rf"\s*{_NUMBER}\s*", value):
-        return float(value)
-    if not _DURATION.match(value):
-        raise ValueError(f"'{value}' is not a duration (expected e.g. 30s, 10m, 1h)")
-    return sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
-
-
-def format_duration(seconds: float) -> str:
-    """3725 -> '1h2m5s', 0.5 -> '0.5s': the inverse of parse_duration, for messages."""
-    sign, rest = ("-", -seconds) if seconds < 0 else ("", seconds)
-    hours, rest = divmod(round(rest, 3), 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{int(hours)}h" if hours else "", f"{int(minutes)}m" if minutes else "",
-             f"{round(secs, 3):g}s" if secs or not (hours or minutes) else ""]
-    return sign + "".join(parts)
-
-
-def _positive(seconds: float) -> float:
-    if seconds <= 0:
-        raise ValueError("must be a duration longer than 0 (e.g. 60s)")
-    return seconds
-
-
-def _not_negative(seconds: float) -> float:
-    if seconds < 0:
-        raise ValueError("must not be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_not_negative)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
 ActionName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AppliesTo(_Strict):
+class AppliesTo(StrictModel):
     cameras: list[str] = Field(default_factory=lambda: ["*"])  # globs over camera ids
     zones: list[str] = Field(default_factory=lambda: ["*"])  # globs over zones ("*" also covers no zone)
 
 
-class RuleConfig(_Strict):
+class RuleConfig(StrictModel):
     """The fields every kind has. Use `parse_rule` to get the right kind from a mapping."""
 
     ACTION_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -202,6 +156,6 @@ def parse_rule(data: dict) -> RuleConfig:
     return rule_class(data).model_validate(data)
 
 
-class RuleFile(_Strict):
+class RuleFile(StrictModel):
     groups: dict[ActionName, Annotated[list[ActionName], Field(min_length=1)]] = Field(default_factory=dict)
     rules: list[Any] = Field(default_factory=list)  # each validated by parse_rule, to locate errors per rule

@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor.bundle import Bundle, load_bundle
-from monitor.config import CameraConfig, Site, load_site
 from monitor.errors import UserError
-from monitor.logs import redact
+from monitor.model.bundle import Bundle, load_bundle
+from monitor.model.frames import probe
+from monitor.ops.logs import redact
+from monitor.pipeline.sources import SourceSettings
+from monitor.record.db import normalize_url
 from monitor.rules import RuleSet, load_rules
-from monitor.sources import SourceSettings, probe
-from monitor.store import normalize_url
+from monitor.site.config import CameraConfig, Site, load_site
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The site configuration (site.yaml): one pydantic schema validated up front.
 
 Relative paths are resolved against the directory of site.yaml. Secrets come from the
-environment through `${VAR}` and are never logged: see `monitor.logs.redact_url`.
+environment through `${VAR}` and are never logged: see `monitor.ops.logs.redact_url`.
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from monitor.errors import UserError
-from monitor.yamlfile import load_model
+from monitor.yamlfile import StrictModel, load_model
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraConfig(_Strict):
+class CameraConfig(StrictModel):
     id: CameraId
     url: str = Field(min_length=1)
     zone: str | None = None
@@ -62,13 +58,13 @@ class CameraConfig(_Strict):
         return 1 if self.realtime or self.is_network else 0
 
 
-class StorageConfig(_Strict):
+class StorageConfig(StrictModel):
     url: str = "sqlite:///violations.db"
     evidence_dir: str = "evidence"
     spool: str = "spool/events.jsonl"  # where violations wait, durably, while the database is unreachable
 
 
-class EvidenceConfig(_Strict):
+class EvidenceConfig(StrictModel):
     enabled: bool = True
     pre_roll_seconds: float = Field(default=5.0, ge=0, le=60)
     post_roll_seconds: float = Field(default=5.0, ge=0, le=60)
@@ -78,22 +74,22 @@ class EvidenceConfig(_Strict):
     retention_days: float | None = Field(default=None, gt=0)  # evidence files only; records are never deleted
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictModel):
     host: str = "0.0.0.0"
     port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (tests)
 
 
-class InferenceConfig(_Strict):
+class InferenceConfig(StrictModel):
     max_batch: int = Field(default=32, ge=1, le=256)
     max_wait_ms: float = Field(default=50.0, ge=0, le=5000)
 
 
-class ReconnectConfig(_Strict):
+class ReconnectConfig(StrictModel):
     initial_seconds: float = Field(default=1.0, gt=0)
     max_seconds: float = Field(default=60.0, gt=0)
 
 
-class SiteConfig(_Strict):
+class SiteConfig(StrictModel):
     site: str = Field(min_length=1, max_length=128)
     model: str
     rules: list[str] = Field(default_factory=list)

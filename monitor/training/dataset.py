@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import UserError
-from monitor.logs import kv
+from monitor.ops.logs import kv
 
-log = logging.getLogger("monitor.training")
+log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 UCF_GROUP = re.compile(r"_g(\d+)_")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.logs import kv
+from monitor.ops.logs import kv
 
-log = logging.getLogger("monitor.evaluation")
+log = logging.getLogger(__name__)
 
 DIGITS = 4
 
@@ -59,7 +59,7 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: 
     macro_p, macro_r, macro_f1, _ = metrics.precision_recall_fscore_support(t, p, average="macro", zero_division=0)
     cm = metrics.confusion_matrix(t, p, labels=every)
     return {
-        "n_clips": int(len(t)),
+        "n_clips": len(t),
         "labels": list(labels),
         "accuracy": _r(metrics.accuracy_score(t, p)),
         "f1_macro": _r(macro_f1),

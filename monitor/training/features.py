@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from monitor.backbones import Backbone
-from monitor.logs import kv
-from monitor.sources import count_frames, read_frames
+from monitor.model.backbones import Backbone
+from monitor.model.frames import count_frames, read_frames
+from monitor.ops.logs import kv
 
-log = logging.getLogger("monitor.training")
+log = logging.getLogger(__name__)
 VARIANTS = ("orig", "flip_crop", "speed")  # augmentation variants of a training clip
 
 
@@ -96,7 +96,7 @@ class FeatureCache:
 
 def backbone_key(name: str, weights: str, input_size: tuple[int, int], seed: int) -> str:
     """Identifies what a backbone computes: a weights file by its content, not its name."""
-    from monitor.backbones import sha256_file
+    from monitor.fileio import sha256_file
 
     ident = weights if weights in ("imagenet", "none") else sha256_file(Path(weights))
     return f"{name}:{ident}:{input_size[0]}x{input_size[1]}:{seed if weights == 'none' else ''}"

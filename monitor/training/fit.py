@@ -6,19 +6,11 @@ import logging
 
 import numpy as np
 
-from monitor.classifier import build_head
-from monitor.logs import kv
-from monitor.windows import sliding_windows
+from monitor.model.heads import build_head
+from monitor.model.windowing import clip_windows
+from monitor.ops.logs import kv
 
-log = logging.getLogger("monitor.training")
-
-
-def clip_windows(features: np.ndarray, frames: int, stride: int) -> np.ndarray:
-    """[N, D] -> [K, T, D]: the daemon's windows; a clip shorter than T is padded by repeating its last frame."""
-    if len(features) < frames:
-        pad = np.repeat(features[-1:], frames - len(features), axis=0)
-        features = np.concatenate([features, pad])
-    return sliding_windows(features, frames, stride)
+log = logging.getLogger(__name__)
 
 
 def windows_dataset(features: list[np.ndarray], labels: list, frames: int, stride: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bundle import Bundle, load_bundle
 from monitor.errors import UserError
+from monitor.model.bundle import Bundle, load_bundle
+from monitor.model.windowing import clip_windows
 from monitor.training.dataset import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Dataset, image_csv, video_folder
 from monitor.training.features import ExtractStats, FeatureCache, backbone_key, extract
-from monitor.training.fit import clip_probabilities, clip_windows, predict_outputs
+from monitor.training.fit import clip_probabilities, predict_outputs
 from monitor.training.progress import progress_bar
 from monitor.training.train import evaluate_clips, sampling_of
 
@@ -39,7 +40,7 @@ def _cache(bundle: Bundle, backbone, cache_dir: Path | None) -> FeatureCache | N
 
 def evaluate(model_dir: Path, data_path: Path, out: Path | None = None, cache_dir: Path | None = None) -> dict:
     """Score a bundle on labelled clips; write metrics.json and PNGs to `out` (default MODEL_DIR/evaluation)."""
-    from monitor.evaluation import format_report, write_metrics
+    from monitor.training.evaluation import format_report, write_metrics
 
     bundle, backbone, model = _load(model_dir)
     groups = _action_classes(bundle)

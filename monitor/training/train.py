@@ -12,17 +12,17 @@ from pathlib import Path
 import av
 import numpy as np
 
-from monitor.backbones import BACKBONES, build_backbone
-from monitor.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, bundle_hash, write_manifest
-from monitor.classifier import HEADS
 from monitor.errors import UserError
-from monitor.logs import kv
+from monitor.model.backbones import BACKBONES, build_backbone
+from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, bundle_hash, write_manifest
+from monitor.model.heads import HEADS
+from monitor.ops.logs import kv
 from monitor.training.dataset import Dataset, Sample, check_trainable, grouped_split, image_csv, log_split, video_folder
 from monitor.training.features import VARIANTS, ExtractStats, FeatureCache, Sampling, backbone_key, extract
 from monitor.training.fit import balance, clip_probabilities, fit_head, predict_outputs, windows_dataset
 from monitor.training.progress import progress_bar
 
-log = logging.getLogger("monitor.training")
+log = logging.getLogger(__name__)
 DEFAULT_SIZES = {"inception_v3": (299, 299), "mobilenet_v2": (224, 224), "resnet50": (224, 224),
                  "vgg16": (224, 224), "raw": (64, 64)}
 
@@ -72,7 +72,7 @@ def backbone_spec(opts: TrainOptions) -> BackboneSpec:
         weights = str(Path(weights).resolve())
         if not Path(weights).is_file():
             raise UserError(f"--weights: file not found: {weights}")
-    from monitor.backbones import sha256_file
+    from monitor.fileio import sha256_file
 
     size = None if name == "tflite" else (opts.input_size or DEFAULT_SIZES[name])
     digest = sha256_file(Path(weights)) if weights not in ("imagenet", "none") else None
@@ -178,7 +178,7 @@ def _windows(pairs: list, window: WindowSpec, two: bool) -> tuple[np.ndarray, np
 
 def evaluate_clips(model, features: list[np.ndarray], samples: list[Sample], window: WindowSpec, data: Dataset) -> list[dict]:
     """Clip-level reports (mean of each clip's window probabilities): action, then action_class if any."""
-    from monitor.evaluation import classification_report
+    from monitor.training.evaluation import classification_report
 
     xs, _ = windows_dataset(features, [0] * len(features), window.frames, window.stride)
     per_clip = [max(1, (max(len(f), window.frames) - window.frames) // window.stride + 1) for f in features]
@@ -207,7 +207,7 @@ def _summary(report: dict) -> dict:
 
 
 def _write_bundle(out: Path, manifest: ModelManifest, model, history: dict, reports: list[dict]) -> None:
-    from monitor.evaluation import write_metrics
+    from monitor.training.evaluation import write_metrics
 
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / manifest.head.file)

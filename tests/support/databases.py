@@ -14,7 +14,7 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 class Db:
     backend: str  # sqlite | postgresql
     url: str  # what a user puts in storage.url (plain postgresql://, normalized by the store)
-    read_url: sa.URL  # for plain SQLAlchemy reads, independent of monitor.store
+    read_url: sa.URL  # for plain SQLAlchemy reads, independent of monitor.record
     pg_schema: str | None = None
     pg_db: str | None = None
     pg_user: str | None = None
@@ -24,7 +24,7 @@ class Db:
         return pg_url(self.pg_user, port, self.pg_db, self.pg_schema).render_as_string(hide_password=False)
 
     def engine(self) -> sa.Engine:
-        """A plain SQLAlchemy engine, independent of monitor.store."""
+        """A plain SQLAlchemy engine, independent of monitor.record."""
         return sa.create_engine(self.read_url)
 
 

@@ -62,7 +62,7 @@ class RtspServerError(RuntimeError):
         self.stderr = stderr
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rtsp_available(python: str = SYSTEM_PYTHON) -> str | None:
     """Return why the RTSP test server cannot run here, or None if it can."""
     if not os.access(python, os.X_OK):
@@ -147,7 +147,7 @@ class RtspServer:
                 argv += [flag, str(value)]
         return argv
 
-    def start(self, *, port_retries: int = 3) -> "RtspServer":
+    def start(self, *, port_retries: int = 3) -> RtspServer:
         """Spawn the server and wait for READY. Returns self."""
         if self.running:
             raise RuntimeError("server already running")
@@ -270,7 +270,7 @@ class RtspServer:
         self._require_running().send_signal(signal.SIGCONT)
         self._paused = False
 
-    def restart(self, *, retries: int = 10, delay: float = 0.2) -> "RtspServer":
+    def restart(self, *, retries: int = 10, delay: float = 0.2) -> RtspServer:
         """Stop if running, then start again on the same port (same url)."""
         if self.running:
             self.stop()
@@ -336,7 +336,7 @@ class RtspServer:
         self._stderr_file = None
 
     # -- context manager -------------------------------------------------------
-    def __enter__(self) -> "RtspServer":
+    def __enter__(self) -> RtspServer:
         if not self.running:
             self.start()
         return self

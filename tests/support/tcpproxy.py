@@ -34,7 +34,7 @@ class TcpProxy:
         self._accepting = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         self._listen()
         return self
 
@@ -58,7 +58,7 @@ class TcpProxy:
         for sock in conns:
             _abort(sock)
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> TcpProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:

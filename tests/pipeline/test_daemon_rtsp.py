@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RunningDaemon, write_site
+from support.daemon import RunningDaemon
 from support.rtsp import RtspServer, rtsp_available
+from support.sites import write_site
 
 pytestmark = pytest.mark.skipif(rtsp_available() is not None, reason=rtsp_available() or "")
 
 
 @pytest.fixture(scope="module")
 def looping_clip(tmp_path_factory) -> Path:
-    from monitor import synthetic
+    from monitor.demo import synthetic
 
     path = tmp_path_factory.mktemp("clips") / "floor.mp4"
     synthetic.write_video(path, synthetic.render_scene([("idle", 2), ("wave", 2)], 12, (240, 320), 3), 12)
@@ -29,8 +30,8 @@ def test_rtsp_camera_stall_kill_and_recovery(tmp_path, tiny_bundle, looping_clip
             {"id": "file-cam", "url": str(looping_clip), "loop": True},
         ])
         with RunningDaemon(site) as d:
-            up = lambda cam: d.value("har_monitor_camera_up", camera=cam)  # noqa: E731
-            sampled = lambda cam: d.value("har_monitor_frames_sampled_total", camera=cam)  # noqa: E731
+            up = lambda cam: d.value("har_monitor_camera_up", camera=cam)
+            sampled = lambda cam: d.value("har_monitor_frames_sampled_total", camera=cam)
             d.wait_for(lambda: up("rtsp-cam") == 1 and up("file-cam") == 1, 20, "both cameras up")
             d.wait_for(lambda: sampled("rtsp-cam") >= 5, 10, "RTSP frames sampled")
 

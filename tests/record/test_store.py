@@ -2,50 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
-import time
 from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from monitor.errors import UserError
-from monitor.records import ViolationEvent
-from monitor.review import query
-from monitor.schema import audit_events, violations
-from monitor.store import (Provenance, SchemaOutdated, StoreWriter, check_schema, create_engine, normalize_url,
-                           shown_url, upgrade, write_event)
+from monitor.messages import ViolationEvent
+from monitor.record.db import SchemaOutdated, check_schema, create_engine, normalize_url, shown_url, upgrade
+from monitor.record.review import query
+from monitor.record.tables import audit_events, violations
+from monitor.record.writer import StoreWriter, write_event
+from support.events import PROV, T0, event, pair
 from support.tcpproxy import TcpProxy
-
-T0 = 1_700_000_000.25  # an epoch time with a fraction that floats and microseconds both hold exactly
-PROV = Provenance(site="plant-7", model_hash=hashlib.sha256(b"model").hexdigest(),
-                  rules_hash=hashlib.sha256(b"rules").hexdigest(), config_hash=hashlib.sha256(b"config").hexdigest(),
-                  host="edge-1")
-
-
-def event(kind: str, episode: str, confidence: float = 0.7, started: float = T0, ended: float | None = None) -> ViolationEvent:
-    return ViolationEvent(kind=kind, episode_id=episode, rule="no-gloves", severity="major", camera="line-2",
-                          action="touch_product", confidence=confidence, started_at=started,
-                          ended_at=ended if kind == "closed" else None, mono=time.monotonic(), labels={"area": "b"})
-
-
-def pair(episode: str, started: float = T0) -> list[ViolationEvent]:
-    return [event("opened", episode, 0.6, started), event("closed", episode, 0.9, started, started + 3.0)]
+from support.waiting import wait_until
 
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from conftest import RunningDaemon, write_site
+from support.daemon import RunningDaemon
+from support.sites import write_site
 
 # "anything" covers every label: it fires on every window and its episode stays open
 ALWAYS = {"id": "always", "action": "anything", "min_confidence": 0.5, "labels": {"team": "qa"}}
@@ -24,7 +25,7 @@ ALSO = {**ALWAYS, "id": "also"}
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    from monitor import synthetic
+    from monitor.demo import synthetic
 
     path = tmp_path_factory.mktemp("clip") / "cam.mp4"
     synthetic.write_video(path, synthetic.render_clip("wave", 12, (120, 160), 1), 12)
@@ -44,7 +45,7 @@ def build_rules_hash(d: RunningDaemon) -> str:
 
 def rows(db: Path) -> list[dict]:
     """The record as QA sees it: each violation with the end time of its closing audit event."""
-    from monitor.review import query
+    from monitor.record.review import query
 
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
@@ -57,9 +58,9 @@ def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_b
     site = write_site(tmp_path, tiny_bundle, [{"id": "cam", "url": str(clip), "loop": True}], rules={"rules": [ALWAYS]})
     rules_file = tmp_path / "rules.yaml"
     with RunningDaemon(site) as d:
-        violations = lambda rule, severity="major": d.value(  # noqa: E731
+        violations = lambda rule, severity="major": d.value(
             "har_monitor_violations_total", camera="cam", rule=rule, severity=severity)
-        reloads = lambda result: d.value("har_monitor_rules_reloads_total", result=result)  # noqa: E731
+        reloads = lambda result: d.value("har_monitor_rules_reloads_total", result=result)
         d.wait_for(lambda: violations("always") == 1, 60, "the first episode")
         first = build_rules_hash(d)
         assert d.value("har_monitor_rule_info", rule="always", severity="major", kind="forbidden", label_team="qa") == 1
@@ -88,13 +89,13 @@ def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_b
 
 
 def test_sighup_reloads_the_rules(tmp_path, tiny_bundle, clip):
-    from monitor.store import upgrade
+    from monitor.record.db import upgrade
 
     site = write_site(tmp_path, tiny_bundle, [{"id": "cam", "url": str(clip), "loop": True}])
     upgrade(f"sqlite:///{tmp_path / 'violations.db'}")
     log = tmp_path / "stderr.log"
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--cameras", str(site)],
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--cameras", str(site)],
                                 stdout=subprocess.DEVNULL, stderr=err)
     try:
         wait_for_line(log, "event=daemon_started", 90)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.records import Prediction, ViolationEvent
+from monitor.messages import Prediction, ViolationEvent
 from monitor.rules import RuleEngine, RuleSet, parse_rule
 from monitor.rules.schedule import Schedule
 
@@ -214,7 +214,7 @@ def utc(*args) -> float:
 
 def test_overnight_ranges_belong_to_the_day_they_start_on():
     night = Schedule(days=["fri"], between=["22:00", "06:00"], tz="UTC").calendar()
-    active = lambda *when: night.active_at(night.local(utc(*when)))  # noqa: E731
+    active = lambda *when: night.active_at(night.local(utc(*when)))
     assert active(2024, 5, 10, 22, 0) and active(2024, 5, 11, 5, 59), "Friday 22:00 to Saturday 06:00"
     assert not active(2024, 5, 10, 5, 0), "Friday early morning belongs to Thursday's night"
     assert not active(2024, 5, 11, 22, 30) and not active(2024, 5, 11, 6, 0)

@@ -8,9 +8,10 @@ import urllib.request
 
 import pytest
 
-from conftest import RunningDaemon, write_site
-from monitor.config import parse_shard, shard_of
 from monitor.errors import UserError
+from monitor.site.config import parse_shard, shard_of
+from support.daemon import RunningDaemon
+from support.sites import write_site
 
 
 def test_every_camera_is_in_exactly_one_shard_and_adding_one_moves_no_other():
@@ -41,7 +42,7 @@ def get(url: str) -> tuple[int, dict | str]:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from monitor import synthetic
+    from monitor.demo import synthetic
 
     path = tmp_path_factory.mktemp("ops") / "cam.mp4"
     synthetic.write_video(path, synthetic.render_clip("walk", 24, (120, 160), 2), 12)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import asset
-from monitor import synthetic
-from monitor.records import SampledFrame
-from monitor.sources import CameraSource, SourceHooks, SourceSettings, read_frames
+from monitor.demo import synthetic
+from monitor.messages import SampledFrame
+from monitor.model.frames import read_frames
+from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
+from support.assets import asset
 
 
 @pytest.fixture(scope="module")

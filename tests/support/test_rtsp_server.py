@@ -8,7 +8,6 @@ the monitor reads cameras.
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -16,13 +15,10 @@ import pytest
 
 av = pytest.importorskip("av")
 
-# tests/ has no __init__.py: make ``support`` importable however pytest is run.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from support.assets import ASSETS
+from support.rtsp import RtspServer, RtspServerError, rtsp_available
 
-from support.rtsp import RtspServer, RtspServerError, rtsp_available  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-VIDEOS = (REPO_ROOT / ".." / "shared" / "assets" / "videos").resolve()
+VIDEOS = ASSETS / "videos"
 CLIP = VIDEOS / "intel_worker-zone-detection.mp4"  # h264 480x270 @ 15, 4.7 s
 AVI_CLIP = VIDEOS / "kinetics400_R6llTwEh07w.avi"  # mpeg4 340x256 @ 30
 
@@ -67,13 +63,12 @@ def test_pattern_stream_delivers_frames_with_requested_size():
 
 
 def test_default_pattern_and_shared_factory_serves_two_clients():
-    with RtspServer() as srv:
-        with open_stream(srv.url) as c1, open_stream(srv.url) as c2:
-            it1, it2 = c1.decode(video=0), c2.decode(video=0)
-            for _ in range(10):
-                f1, f2 = next(it1), next(it2)
-            assert (f1.width, f1.height) == (640, 360)
-            assert (f2.width, f2.height) == (640, 360)
+    with RtspServer() as srv, open_stream(srv.url) as c1, open_stream(srv.url) as c2:
+        it1, it2 = c1.decode(video=0), c2.decode(video=0)
+        for _ in range(10):
+            f1, f2 = next(it1), next(it2)
+        assert (f1.width, f1.height) == (640, 360)
+        assert (f2.width, f2.height) == (640, 360)
 
 
 def test_real_clip_is_served():

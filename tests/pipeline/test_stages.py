@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitor.framequeue import FrameQueues
-from monitor.logs import kv, redact_url
-from monitor.records import Embedding, Prediction, SampledFrame
-from monitor.rules import RuleConfig, RuleEngine, RuleSet, parse_duration, parse_rule
-from monitor.sources import FrameSampler, backoff_delays
-from monitor.windows import WindowBuffers, sliding_windows
+from monitor.backoff import Backoff
+from monitor.durations import parse_duration
+from monitor.messages import Embedding, Prediction, SampledFrame
+from monitor.model.frames import FrameSampler
+from monitor.model.windowing import sliding_windows
+from monitor.ops.logs import kv, redact_url
+from monitor.pipeline.framequeue import FrameQueues
+from monitor.pipeline.windows import WindowBuffers
+from monitor.rules import RuleConfig, RuleEngine, RuleSet, parse_rule
 
 
 def test_sampler_follows_timestamps_not_frame_counts():
@@ -34,11 +37,13 @@ def test_sampler_restarts_after_timestamps_go_back():
 def test_backoff_doubles_to_the_cap_with_jitter():
     import random
 
-    delays = backoff_delays(1.0, 60.0, random.Random(1))
-    values = [next(delays) for _ in range(10)]
+    backoff = Backoff(1.0, 60.0, rng=random.Random(1))
+    values = [backoff.next() for _ in range(10)]
     assert 0.75 <= values[0] <= 1.0 and 1.5 <= values[1] <= 2.0
     assert all(v <= 60.0 for v in values) and values[-1] >= 45
     assert len(set(values)) == len(values), "jittered"
+    backoff.reset()
+    assert backoff.next() <= 1.0, "a success starts again at the initial delay"
 
 
 def frame(camera: str, i: int) -> SampledFrame:
@@ -148,7 +153,7 @@ def test_urls_are_redacted(url, shown):
 
 
 def test_urls_inside_error_messages_are_redacted():
-    from monitor.logs import redact
+    from monitor.ops.logs import redact
 
     text = "[Errno 111] Connection refused: 'rtsp://admin:hunter2@127.0.0.1:1/s' (and http://u:p@h/x)"
     assert redact(text) == "[Errno 111] Connection refused: 'rtsp://admin:***@127.0.0.1:1/s' (and http://u:***@h/x)"

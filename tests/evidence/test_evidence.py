@@ -13,10 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import asset
 from monitor.errors import UserError
-from monitor.evidence import (Evidence, EvidenceRecorder, blur_boxes, detect_faces, load_face_detector, prune,
-                              reduced_size)
+from monitor.evidence.faces import blur_boxes, detect_faces, load_face_detector
+from monitor.evidence.recorder import Evidence, EvidenceRecorder
+from monitor.evidence.retention import prune
+from monitor.model.frames import reduced_size
+from support.assets import asset
 
 BASE = 1_750_000_000.0  # 2025-06-15T15:06:40Z: frame ts = BASE + the frame's time in the clip
 FLOOR = "intel_one-by-one-person-detection.mp4"  # 768x432, 10 fps: the closest to a floor camera

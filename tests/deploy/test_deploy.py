@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, RunningDaemon, write_site
+from support.assets import REPO
+from support.daemon import RunningDaemon
 from support.prometheus import PrometheusError, PrometheusServer, binary
+from support.sites import write_site
 
 DEPLOY = REPO / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -193,7 +195,7 @@ def test_dashboard_is_current_grafana_schema_with_the_variables_and_panels_asked
     for p in panels:
         assert p["type"] in {"row", "timeseries", "stat", "state-timeline", "bargauge", "table"}, p["type"]
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         for x in range(g["x"], g["x"] + g["w"]):
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{p['title']!r} overlaps {cells[(x, y)]!r}"
@@ -239,7 +241,7 @@ SHARD = (0, 1)  # run as a Kubernetes shard does (`--shard 0/1`): every sample c
 @pytest.fixture(scope="module")
 def live_daemon(tmp_path_factory, tiny_bundle):
     """The real daemon on one looping synthetic camera, metrics on a free loopback port."""
-    from monitor import synthetic
+    from monitor.demo import synthetic
 
     work = tmp_path_factory.mktemp("deploy-daemon")
     clip = work / "floor.mp4"
@@ -408,7 +410,7 @@ def exec_form(args: str) -> list[str]:
 
 
 def test_dockerfile_slim_non_root_installs_the_package_runs_the_daemon_with_a_healthcheck():
-    from monitor.config import MetricsConfig
+    from monitor.site.config import MetricsConfig
 
     dockerfile = DEPLOY / "Dockerfile"
     stages = dockerfile_stages(dockerfile.read_text())
@@ -456,7 +458,7 @@ def site_vars(text: str) -> set[str]:
 
 def load_site_config(path: Path, monkeypatch):
     """Validate an example site.yaml with the daemon's own schema (placeholders for its secrets)."""
-    from monitor.config import SiteConfig
+    from monitor.site.config import SiteConfig
     from monitor.yamlfile import load_model
 
     for var in site_vars(path.read_text()):
@@ -465,7 +467,7 @@ def load_site_config(path: Path, monkeypatch):
 
 
 def test_compose_runs_the_daemon_postgres_prometheus_and_grafana_with_everything_provisioned(monkeypatch):
-    from monitor.daemon import SHUTDOWN_SECONDS
+    from monitor.pipeline.daemon import SHUTDOWN_SECONDS
 
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
@@ -526,9 +528,9 @@ def test_compose_runs_the_daemon_postgres_prometheus_and_grafana_with_everything
 
 
 def test_k8s_statefulset_shards_by_ordinal_with_config_secrets_probes_and_resources(tmp_path, monkeypatch):
-    from monitor.config import MetricsConfig
-    from monitor.daemon import SHUTDOWN_SECONDS
+    from monitor.pipeline.daemon import SHUTDOWN_SECONDS
     from monitor.rules.ruleset import check_rules
+    from monitor.site.config import MetricsConfig
 
     objects = k8s_objects()
     sts = objects[("StatefulSet", "har-monitor")]
@@ -631,7 +633,7 @@ def test_kustomize_builds_the_base_and_the_gpu_overlay():
 
 
 def test_systemd_unit_is_hardened_reloads_on_sighup_and_stops_in_time():
-    from monitor.daemon import SHUTDOWN_SECONDS
+    from monitor.pipeline.daemon import SHUTDOWN_SECONDS
 
     unit = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",), comment_prefixes=("#", ";"))
     unit.optionxform = str

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
 from monitor.cli import main
+from support.assets import REPO
 
 RULE_FILES = sorted((REPO / "rules").glob("*.yaml"))
 RULE_TESTS = sorted((REPO / "rules" / "tests").glob("*.yaml"))
@@ -26,7 +26,7 @@ def write(path: Path, text: str) -> Path:
 
 def gmp_bundle(directory: Path) -> Path:
     """A bundle with the labels the example rule tests use (rules check only reads model.yaml)."""
-    from monitor.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
+    from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
 
     labels = yaml.safe_load(RULE_TESTS[0].read_text())["labels"]
     manifest = ModelManifest(name="gmp", backbone=BackboneSpec(name="inception_v3", weights="none"),

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.synthetic import ACTIONS, make_dataset, render_clip, render_scene, write_video
+from monitor.demo.synthetic import ACTIONS, make_dataset, render_clip, render_scene, write_video
 
 SIZE = (120, 160)  # small frames keep the file fast; the default size is checked once
 

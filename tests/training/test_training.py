@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import asset, write_site
-from monitor import synthetic
 from monitor.cli import main
-from monitor.training.dataset import Sample, grouped_split, group_of
+from monitor.demo import synthetic
+from monitor.training.dataset import Sample, group_of, grouped_split
 from monitor.training.train import TrainOptions, train
+from support.assets import asset
+from support.sites import write_site
 
 ORDER_CLASSES = ("idle", "walk", "fall", "get_up")  # fall and get_up: the same frames in opposite order
 
@@ -70,7 +71,7 @@ def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     assert result.report["n_clips"] >= 12
 
     # The baseline: mean frame features per window, a linear classifier, on fall vs get_up.
-    from monitor.backbones import build_backbone
+    from monitor.model.backbones import build_backbone
     from monitor.training.features import FeatureCache, Sampling, backbone_key, extract
 
     backbone = build_backbone("mobilenet_v2", str(weights), (96, 96))
@@ -107,7 +108,7 @@ def test_each_backbone_and_head_gives_a_bundle_run_and_predict_load(small_data, 
     assert result.report["n_clips"] == metrics["n_clips"] > 0
 
     # run loads it: the daemon is built exactly as `har-monitor run` builds it
-    from conftest import RunningDaemon
+    from support.daemon import RunningDaemon
 
     clip = next((small_data / "fall").glob("*.mp4"))
     site = write_site(tmp_path / "site", out, [{"id": "cam", "url": str(clip)}], rules={"rules": []})

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import asset
-from monitor.backbones import build_backbone
 from monitor.errors import UserError
-from monitor.sources import read_frames
+from monitor.model.backbones import build_backbone
+from monitor.model.frames import read_frames
+from support.assets import asset
 
 
 @pytest.mark.parametrize("name, size, dim", [("inception_v3", (75, 75), 2048), ("mobilenet_v2", (64, 64), 1280)])

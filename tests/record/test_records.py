@@ -9,14 +9,17 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from conftest import RunningDaemon, write_site
-from monitor import ledger
 from monitor.cli import main
-from monitor.review import query
-from monitor.schema import audit_events, reviews, violations
-from monitor.store import audit, create_engine, upgrade, write_event
+from monitor.record import ledger
+from monitor.record.db import create_engine, upgrade
+from monitor.record.ledger import audit
+from monitor.record.review import query
+from monitor.record.tables import audit_events, reviews, violations
+from monitor.record.writer import write_event
+from support.daemon import RunningDaemon
+from support.events import PROV, T0, pair
+from support.sites import write_site
 from support.tcpproxy import TcpProxy
-from test_store import PROV, T0, pair
 
 PASSWORD = "correct horse battery"
 
@@ -30,7 +33,7 @@ def record(db, tmp_path):
     clip.parent.mkdir()
     clip.write_bytes(b"\x00\x00\x00\x18ftypmp42 clip bytes")
     snap.write_bytes(b"\xff\xd8\xff jpeg bytes")
-    from monitor.backbones import sha256_file
+    from monitor.fileio import sha256_file
 
     with engine.begin() as conn:
         for i in range(3):
@@ -155,7 +158,7 @@ def test_export_is_a_spreadsheet_with_trail_and_hashes(db, record, tmp_path, cap
 
 def test_daemon_through_a_database_outage_loses_nothing(pg_db, tiny_bundle, tmp_path):
     """The daemon starts while PostgreSQL is unreachable, keeps producing violations, and catches up."""
-    from monitor import synthetic
+    from monitor.demo import synthetic
 
     upgrade(pg_db.url)
     clip = tmp_path / "cam.mp4"

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ALWAYS_RULES, write_site
-from monitor.check import check_site, source_settings
 from monitor.cli import main
-from monitor.config import load_site
 from monitor.errors import UserError
+from monitor.site.check import check_site, source_settings
+from monitor.site.config import load_site
+from support.sites import ALWAYS_RULES, write_site
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    from monitor import synthetic
+    from monitor.demo import synthetic
 
     path = tmp_path_factory.mktemp("clip") / "cam.mp4"
     synthetic.write_video(path, synthetic.render_clip("wave", 12, (120, 160), 1), 12)
@@ -152,7 +152,7 @@ def test_wrong_model_files(site, tiny_bundle, tmp_path, capsys):
 
 
 def test_head_that_does_not_fit_the_backbone(site, tmp_path, capsys):
-    from conftest import write_tiny_bundle
+    from support.sites import write_tiny_bundle
 
     bundle = write_tiny_bundle(tmp_path / "b", frames=4)
     edit(bundle / "model.yaml", lambda d: d["window"].update(frames=6))
@@ -165,7 +165,7 @@ def test_cli_prints_no_traceback(tmp_path):
     """The real console script: a broken site exits 2 with messages, never a traceback."""
     broken = tmp_path / "site.yaml"
     broken.write_text("site: x\nmodel: nowhere\ncameras:\n  - {id: a, url: missing.mp4, colour: red}\n")
-    result = subprocess.run([sys.executable, "-m", "monitor.cli", "run", "--cameras", str(broken)],
+    result = subprocess.run([sys.executable, "-m", "monitor", "run", "--cameras", str(broken)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -1,0 +1,80 @@
+"""`har-monitor train | evaluate | predict`: the ML engineer's commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from monitor.cli.run import positive
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a classifier on labelled clips and write a model bundle")
+    train.add_argument("data", type=Path, help="a folder with one subfolder of videos per class (or a CSV path,action[,action_class] for --head image)")
+    train.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
+    train.add_argument("--backbone", help="inception_v3 (default) | mobilenet_v2 | resnet50 | vgg16 | raw (conv3d) | tflite:PATH")
+    train.add_argument("--weights", default="imagenet", help="imagenet (default) | PATH | none")
+    train.add_argument("--input-size", type=int, metavar="PIXELS", help="square backbone input (default: the backbone's own)")
+    train.add_argument("--head", default="gru", help="gru (default) | lstm | bilstm | conv3d | image")
+    train.add_argument("--frames", type=int, default=16, help="frames per window T (default 16)")
+    train.add_argument("--sample-fps", type=positive, help="sample clips at this rate (default: --frames spread evenly over each clip)")
+    train.add_argument("--stride", type=int, help="classify every S new frames at run time (default T/4)")
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--units", type=int, default=128, help="recurrent / dense units of the head")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="flip, crop and speed jitter of training clips")
+    train.add_argument("--balance", action="store_true", help="down-sample classes to the smallest instead of weighting them")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--test", type=Path, metavar="DATA2", help="a separate test set (then DATA is split 85/15 into train/validation)")
+    train.add_argument("--group-regex", help="regex whose first group names a clip's source (default: UCF101 _gNN_, HMDB51 source name)")
+    train.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "har-monitor" / "features")
+
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a model bundle on labelled clips")
+    evaluate.add_argument("model", type=Path, metavar="MODEL_DIR")
+    evaluate.add_argument("data", type=Path, metavar="DATA")
+    evaluate.add_argument("--out", type=Path, metavar="DIR", help="where to write metrics.json and the PNGs (default MODEL_DIR/evaluation)")
+    evaluate.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "har-monitor" / "features")
+
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="top actions of videos or images")
+    predict.add_argument("model", type=Path, metavar="MODEL_DIR")
+    predict.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    predict.add_argument("--csv", type=Path, metavar="FILE")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.set_defaults(func=cmd_predict)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from monitor.training.train import TrainOptions, train
+
+    size = (args.input_size, args.input_size) if args.input_size else None
+    opts = TrainOptions(data=args.data, out=args.out, backbone=args.backbone, weights=args.weights, head=args.head,
+                        frames=args.frames, sample_fps=args.sample_fps, stride=args.stride, input_size=size,
+                        epochs=args.epochs, batch_size=args.batch_size, units=args.units, augment=args.augment,
+                        balance=args.balance, seed=args.seed, test=args.test, group_regex=args.group_regex,
+                        cache_dir=args.cache_dir)
+    result = train(opts)
+    from monitor.training.evaluation import format_report
+
+    print(format_report(result.report, title=f"test set ({result.report['n_clips']} clips)"))
+    if result.report2:
+        print(format_report(result.report2, title="action class"))
+    print(f"bundle: {result.bundle}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from monitor.training.infer import evaluate
+
+    evaluate(args.model, args.data, args.out, args.cache_dir)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from monitor.training.infer import predict
+
+    predict(args.model, args.paths, args.top_k, args.csv)
+    return 0

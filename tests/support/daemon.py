@@ -1,0 +1,57 @@
+"""A real daemon in a thread of the test process, scraped over HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+
+class RunningDaemon:
+    def __init__(self, site_path: Path, upgrade: bool = True, shard: tuple[int, int] | None = None):
+        from monitor.pipeline.daemon import Daemon
+        from monitor.record.db import upgrade as upgrade_schema
+        from monitor.site.check import check_site
+
+        checked = check_site(site_path)
+        if upgrade:
+            upgrade_schema(checked.site.database_url)
+        self.daemon = Daemon(checked, shard)
+        self.stop = threading.Event()
+        self.summary = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.summary = self.daemon.run(self.stop)
+
+    def __enter__(self) -> RunningDaemon:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.daemon.summary.metrics_url and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+    def scrape(self) -> dict[tuple[str, tuple], float]:
+        """GET /metrics and parse it with prometheus_client's parser."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = urllib.request.urlopen(self.daemon.summary.metrics_url, timeout=5).read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.scrape().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def wait_for(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; metrics: "
+                             + str({k: v for k, v in self.scrape().items() if 'camera' in str(k)}))
