@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from monitor.cli.run import positive
+from monitor.model.backbones import backbone_choices
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a classifier on labelled clips and write a model bundle")
     train.add_argument("data", type=Path, help="a folder with one subfolder of videos per class (or a CSV path,action[,action_class] for --head image)")
     train.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
-    train.add_argument("--backbone", help="inception_v3 (default) | mobilenet_v2 | resnet50 | vgg16 | raw (conv3d) | tflite:PATH")
+    train.add_argument("--backbone", help=f"{backbone_choices()} (default: inception_v3; raw for --head conv3d)")
     train.add_argument("--weights", default="imagenet", help="imagenet (default) | PATH | none")
     train.add_argument("--input-size", type=int, metavar="PIXELS", help="square backbone input (default: the backbone's own)")
     train.add_argument("--head", default="gru", help="gru (default) | lstm | bilstm | conv3d | image")

@@ -11,30 +11,39 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from monitor.errors import UserError
 from monitor.yamlfile import StrictModel, load_model
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
+MAX_RETENTION_DAYS = 36525  # 100 years: GMP records are kept long, but a timedelta must stay in range
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 class CameraConfig(StrictModel):
-    id: CameraId
-    url: str = Field(min_length=1)
-    zone: str | None = None
-    enabled: bool = True
-    loop: bool = False  # files only: start again at the end
-    realtime: bool = True  # files only: play at the native frame rate, like a live camera
-    sample_fps: float | None = Field(default=None, gt=0, le=60)  # default: the model bundle's
-    queue_size: int = Field(default=16, ge=1, le=1024)
-    stall_seconds: float = Field(default=10.0, gt=0)  # no frame for this long = stalled
-    open_timeout_seconds: float = Field(default=10.0, gt=0)
-    # FFmpeg decoder threads. Default: 1 for live cameras and paced files (the least CPU per frame,
-    # and the cores are inference's), FFmpeg's choice for files read as fast as possible.
-    # 0 = FFmpeg's choice: for streams one core cannot decode in real time (4K H.265).
-    decode_threads: int | None = Field(default=None, ge=0, le=16)
+    """One camera: a network stream or a video file."""
+
+    id: CameraId = Field(description="Unique name of the camera (letters, digits, `.`, `_`, `-`; up to 64): "
+                                     "the `camera` label of every metric and the camera of every violation.")
+    url: str = Field(min_length=1, description="`rtsp://`, `rtsps://`, `http(s)://` URL or a video file path "
+                                               "(relative to site.yaml). Put credentials in `${VAR}`s.")
+    zone: str | None = Field(default=None, description="The area the camera watches; rules select cameras by zone.")
+    enabled: bool = Field(default=True, description="`false` keeps the camera in the file but does not watch it.")
+    loop: bool = Field(default=False, description="Files only: start again at the end.")
+    realtime: bool = Field(default=True, description="Files only: play at the native frame rate, like a live "
+                                                     "camera (`false`: as fast as possible).")
+    sample_fps: float | None = Field(default=None, gt=0, le=60, description="Frames per second sampled for the "
+                                     "model, from the frames' timestamps (default: the model bundle's).")
+    queue_size: int = Field(default=16, ge=1, le=1024, description="Sampled frames waiting for inference; when it "
+                            "is full the oldest are dropped and counted.")
+    stall_seconds: float = Field(default=10.0, gt=0, le=3600, description="No frame for this long: the camera is "
+                                 "marked down and reconnected.")
+    open_timeout_seconds: float = Field(default=10.0, gt=0, le=600, description="How long opening the stream may take.")
+    decode_threads: int | None = Field(default=None, ge=0, le=16, description=(
+        "FFmpeg decoder threads. Default: 1 for live cameras and paced files (the least CPU per frame, leaving the "
+        "cores to inference); FFmpeg's choice for files read with `realtime: false`. 0 = FFmpeg's choice, for "
+        "streams one core cannot decode in real time (4K H.265)."))
 
     @field_validator("url")
     @classmethod
@@ -59,46 +68,69 @@ class CameraConfig(StrictModel):
 
 
 class StorageConfig(StrictModel):
-    url: str = "sqlite:///violations.db"
-    evidence_dir: str = "evidence"
-    spool: str = "spool/events.jsonl"  # where violations wait, durably, while the database is unreachable
+    """Where the violation record and its evidence go."""
+
+    url: str = Field(default="sqlite:///violations.db", description="The record's database: `sqlite:///PATH` "
+                     "(relative to site.yaml) or `postgresql://user@host/db` (password in `${VAR}`).")
+    evidence_dir: str = Field(default="evidence", description="Folder for evidence clips and snapshots.")
+    spool: str = Field(default="spool/events.jsonl", description="Where violation events wait, durably, while the "
+                       "database is unreachable; replayed in order when it returns.")
 
 
 class EvidenceConfig(StrictModel):
-    enabled: bool = True
-    pre_roll_seconds: float = Field(default=5.0, ge=0, le=60)
-    post_roll_seconds: float = Field(default=5.0, ge=0, le=60)
-    fps: float = Field(default=5.0, gt=0, le=30)
-    width: int = Field(default=480, ge=64, le=1920)  # stored frames are reduced to this width
-    blur_faces: bool = False  # privacy: blur faces in stored evidence (EU plants, works councils)
-    retention_days: float | None = Field(default=None, gt=0)  # evidence files only; records are never deleted
+    """An H.264 clip and a JPEG snapshot per violation, from a per-camera ring buffer of reduced frames."""
+
+    enabled: bool = Field(default=True, description="Write evidence for every violation.")
+    pre_roll_seconds: float = Field(default=5.0, ge=0, le=60, description="Clip start, before the episode opened.")
+    post_roll_seconds: float = Field(default=5.0, ge=0, le=60, description="Clip end, after the episode opened.")
+    fps: float = Field(default=5.0, gt=0, le=30, description="Frames per second kept for clips.")
+    width: int = Field(default=480, ge=64, le=1920, description="Stored frames are reduced to this width (px).")
+    blur_faces: bool = Field(default=False, description="Privacy (EU plants, works councils): blur faces before "
+                             "anything is written (OpenCV's frontal face cascade, best effort).")
+    retention_days: float | None = Field(default=None, gt=0, le=MAX_RETENTION_DAYS, description=(
+        "Delete evidence files older than this (each deletion is an audit event); records are never deleted. "
+        "Default: keep forever."))
 
 
 class MetricsConfig(StrictModel):
-    host: str = "0.0.0.0"
-    port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (tests)
+    """The HTTP port with /metrics, /healthz and /readyz."""
+
+    host: str = Field(default="0.0.0.0", description="Address to listen on.")
+    port: int = Field(default=9108, ge=0, le=65535, description="Port to listen on (0: any free port).")
 
 
 class InferenceConfig(StrictModel):
-    max_batch: int = Field(default=32, ge=1, le=256)
-    max_wait_ms: float = Field(default=50.0, ge=0, le=5000)
+    """Batching across cameras on the one inference thread."""
+
+    max_batch: int = Field(default=32, ge=1, le=256, description="Frames per backbone call at most.")
+    max_wait_ms: float = Field(default=50.0, ge=0, le=5000, description="How long a batch waits to fill up.")
 
 
 class ReconnectConfig(StrictModel):
-    initial_seconds: float = Field(default=1.0, gt=0)
-    max_seconds: float = Field(default=60.0, gt=0)
+    """Jittered exponential backoff between a camera's connection attempts, forever."""
+
+    initial_seconds: float = Field(default=1.0, gt=0, le=3600, description="The first delay.")
+    max_seconds: float = Field(default=60.0, gt=0, le=86400, description="Delays double up to this.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.initial_seconds > self.max_seconds:
+            raise ValueError(f"initial_seconds ({self.initial_seconds:g}) must not exceed max_seconds ({self.max_seconds:g})")
+        return self
 
 
 class SiteConfig(StrictModel):
-    site: str = Field(min_length=1, max_length=128)
-    model: str
-    rules: list[str] = Field(default_factory=list)
-    storage: StorageConfig = StorageConfig()
-    evidence: EvidenceConfig = EvidenceConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    inference: InferenceConfig = InferenceConfig()
-    reconnect: ReconnectConfig = ReconnectConfig()
-    cameras: list[CameraConfig] = Field(min_length=1)
+    """site.yaml: one site's cameras, model, rules, storage and ports. Paths are relative to the file."""
+
+    site: str = Field(min_length=1, max_length=128, description="The site's name (in `har_monitor_build_info`).")
+    model: str = Field(min_length=1, description="The model bundle directory.")
+    rules: list[str] = Field(default_factory=list, description="Rule files.")
+    storage: StorageConfig = Field(default=StorageConfig(), description=StorageConfig.__doc__)
+    evidence: EvidenceConfig = Field(default=EvidenceConfig(), description=EvidenceConfig.__doc__)
+    metrics: MetricsConfig = Field(default=MetricsConfig(), description=MetricsConfig.__doc__)
+    inference: InferenceConfig = Field(default=InferenceConfig(), description=InferenceConfig.__doc__)
+    reconnect: ReconnectConfig = Field(default=ReconnectConfig(), description=ReconnectConfig.__doc__)
+    cameras: list[CameraConfig] = Field(min_length=1, description="The cameras.")
 
     @field_validator("cameras")
     @classmethod

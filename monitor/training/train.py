@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from monitor.errors import UserError
-from monitor.model.backbones import BACKBONES, build_backbone
+from monitor.model.backbones import BACKBONES, backbone_choices, build_backbone
 from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, bundle_hash, write_manifest
 from monitor.model.heads import HEADS
 from monitor.ops.logs import kv
@@ -23,8 +23,6 @@ from monitor.training.fit import balance, clip_probabilities, fit_head, predict_
 from monitor.training.progress import progress_bar
 
 log = logging.getLogger(__name__)
-DEFAULT_SIZES = {"inception_v3": (299, 299), "mobilenet_v2": (224, 224), "resnet50": (224, 224),
-                 "vgg16": (224, 224), "raw": (64, 64)}
 
 
 @dataclass(frozen=True)
@@ -60,12 +58,12 @@ class TrainResult:
 def backbone_spec(opts: TrainOptions) -> BackboneSpec:
     name = opts.backbone or ("raw" if opts.head == "conv3d" else "inception_v3")
     weights = "none" if name == "raw" else opts.weights
-    if name.startswith("tflite:"):
-        name, weights = "tflite", name.split(":", 1)[1]
+    if name.split(":", 1)[0] in BACKBONES and ":" in name:  # NAME:PATH, e.g. tflite:model.tflite
+        name, weights = name.split(":", 1)
     if (opts.head == "conv3d") != (name == "raw"):
         raise UserError("--backbone: the conv3d head, and only it, learns from raw frames (--head conv3d --backbone raw)")
     if name not in BACKBONES:
-        raise UserError(f"--backbone: unknown backbone '{name}' (expected one of {', '.join(b for b in BACKBONES if b != 'tflite')} or tflite:PATH)")
+        raise UserError(f"--backbone: unknown backbone '{name}' (expected one of {backbone_choices()})")
     if opts.head not in HEADS:
         raise UserError(f"--head: unknown head '{opts.head}' (expected one of {', '.join(HEADS)})")
     if weights not in ("imagenet", "none"):
@@ -74,7 +72,7 @@ def backbone_spec(opts: TrainOptions) -> BackboneSpec:
             raise UserError(f"--weights: file not found: {weights}")
     from monitor.fileio import sha256_file
 
-    size = None if name == "tflite" else (opts.input_size or DEFAULT_SIZES[name])
+    size = None if BACKBONES[name].size_from_model else (opts.input_size or BACKBONES[name].default_size)
     digest = sha256_file(Path(weights)) if weights not in ("imagenet", "none") else None
     return BackboneSpec(name=name, weights=weights, sha256=digest, input_size=size, seed=opts.seed)
 
