@@ -34,9 +34,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
     The temp file is hidden and in the same directory (a rename is atomic only within one file
     system); it is fsync'd before the rename and the directory after it, so a power cut leaves either
     the old file or the new one. On an exception the temp file is removed and `path` is untouched.
+    It keeps `path`'s suffix: writers that choose a format by it (Keras, OpenCV) work unchanged.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
     try:
         yield tmp
         fsync_path(tmp)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small real model bundle, real databases (SQLite files, PostgreSQL schemas)."""
+"""Shared fixtures: a small real model bundle, a video clip, real databases (SQLite files, PostgreSQL schemas)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from support.clips import write_clip
 from support.databases import PG_HOST, PG_PORT, Db, pg_admin, pg_url
 from support.sites import write_tiny_bundle
 
@@ -15,6 +16,12 @@ from support.sites import write_tiny_bundle
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    """Any test's camera: 2 s of a walking figure, 160x120 at 12 fps, H.264 with a keyframe a second."""
+    return write_clip(tmp_path_factory.mktemp("clip") / "walk.mp4")
 
 
 # -- real databases: SQLite files and PostgreSQL schemas ---------------------------------------

@@ -20,7 +20,8 @@ import yaml
 
 from monitor.demo import synthetic
 from monitor.model.backbones import build_backbone
-from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
+from monitor.evidence.media import write_video
+from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_bundle
 from monitor.ops.logs import kv
 from monitor.training import Sampling, extract, fit_head, windows_dataset
 
@@ -66,7 +67,7 @@ def render_training_clips(root: Path, clips_per_class: int = CLIPS_PER_CLASS) ->
                 motion = look * 1000 + (synthetic.ACTIONS.index("fall") if action == "get_up" else a) * 100 + k
                 path = root / action / f"{action}_{cam}_c{k:02d}.mp4"
                 frames = synthetic.render_clip(action, CLIP_FRAMES, CLIP_SIZE, motion, fps=CLIP_FPS, look_seed=look)
-                synthetic.write_video(path, frames, CLIP_FPS)
+                write_video(path, frames, CLIP_FPS, keyframe_interval=round(CLIP_FPS))
                 paths.append(path)
     return paths
 
@@ -90,9 +91,7 @@ def train_demo_model(root: Path, out: Path, clips_per_class: int = CLIPS_PER_CLA
     manifest = ModelManifest(name="demo-actions", backbone=spec, window=WINDOW, labels=actions,
                              groups={"person_down": ["fall"]}, head=HeadSpec(kind="gru"),
                              evaluation={"held_out_window_accuracy": round(accuracy, 4), "windows": len(y_test)})
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / manifest.head.file)
-    write_manifest(out, manifest)
+    write_bundle(out, manifest, model)
     log.info(kv(event="demo_model_trained", accuracy=round(accuracy, 3), seconds=round(time.monotonic() - start, 1)))
     return accuracy
 
@@ -106,7 +105,8 @@ def build_demo_site(root: Path, metrics_port: int = 9108, clips_per_class: int =
     cameras = []
     for cam, (zone, segments, seed) in SCENES.items():
         clip = root / "clips" / f"{cam}.mp4"
-        synthetic.write_video(clip, synthetic.render_scene(segments, CLIP_FPS, CLIP_SIZE, seed), CLIP_FPS)
+        write_video(clip, synthetic.render_scene(segments, CLIP_FPS, CLIP_SIZE, seed), CLIP_FPS,
+                    keyframe_interval=round(CLIP_FPS))
         cameras.append({"id": cam, "url": f"clips/{cam}.mp4", "zone": zone, "loop": True})
     site = {"site": "demo-plant", "model": "models/demo-actions", "rules": ["rules/demo.yaml"],
             "storage": {"url": "sqlite:///violations.db", "evidence_dir": "evidence"},

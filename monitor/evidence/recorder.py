@@ -8,7 +8,7 @@ wall-clock deadline passes: a camera may go down) ONE writer thread writes
     <directory>/<camera>/<YYYY-MM-DD (UTC)>/<episode_id>.mp4   frames from opened - pre_roll to opened + post_roll
     <directory>/<camera>/<YYYY-MM-DD (UTC)>/<episode_id>.jpg   the frame nearest the opening
 
-atomically (temp file in the same directory, fsync, `os.replace`, fsync of the directory), hashes
+each whole or not at all (`fileio.atomic_output`: a crash never leaves half a clip), hashes
 both (SHA-256) and reports an `Evidence` record to `on_written`. Nothing here blocks a camera thread
 on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are blurred in
 every frame before anything reaches the disk.
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import queue
 import re
 import threading
@@ -49,8 +48,8 @@ import cv2
 import numpy as np
 
 from monitor.evidence.faces import blur_faces_in, load_face_detector
-from monitor.evidence.media import encode_jpeg, write_clip
-from monitor.fileio import fsync_path, sha256_file
+from monitor.evidence.media import encode_jpeg, write_video
+from monitor.fileio import atomic_write, sha256_file
 from monitor.model.frames import reduced_size
 from monitor.ops.logs import kv
 
@@ -275,26 +274,15 @@ class EvidenceRecorder:
         frames = blur_faces_in(self._faces, job.frames) if self._faces is not None else job.frames
         day = datetime.fromtimestamp(job.opened_ts, timezone.utc).strftime("%Y-%m-%d")
         folder = self.directory / job.camera / day
-        folder.mkdir(parents=True, exist_ok=True)
         clip, snapshot = folder / f"{job.episode_id}.mp4", folder / f"{job.episode_id}.jpg"
-        # hidden temp names in the same directory: os.replace is atomic only within one file system
-        tmp_clip, tmp_snap = (folder / f".{p.name}.{os.getpid()}.tmp" for p in (clip, snapshot))
         nearest = min(frames, key=lambda f: abs(f[0] - job.opened_ts))
         start_iso = datetime.fromtimestamp(frames[0][0], timezone.utc).isoformat(timespec="milliseconds")
-        try:
-            write_clip(tmp_clip, frames, self.fps, {"creation_time": start_iso.replace("+00:00", "Z"),
-                                          "comment": f"episode={job.episode_id} camera={job.camera}"})
-            fsync_path(tmp_clip)
-            with open(tmp_snap, "wb") as f:
-                f.write(encode_jpeg(nearest[1]))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_clip, clip)
-            os.replace(tmp_snap, snapshot)
-            fsync_path(folder)  # the renames themselves survive a power cut
-        finally:
-            for tmp in (tmp_clip, tmp_snap):
-                tmp.unlink(missing_ok=True)
+        # One encoder thread: a clip is ~50 small frames, and x264's threads cost ~25% more CPU (taken
+        # from inference) for no gain in wall time here (measured 0.10 vs 0.13 s CPU per 480x270 clip).
+        write_video(clip, [rgb for _, rgb in frames], self.fps, times=[ts for ts, _ in frames], threads=1,
+                    metadata={"creation_time": start_iso.replace("+00:00", "Z"),
+                              "comment": f"episode={job.episode_id} camera={job.camera}"})
+        atomic_write(snapshot, encode_jpeg(nearest[1]))
         evidence = Evidence(job.episode_id, job.camera, clip, sha256_file(clip), snapshot, sha256_file(snapshot),
                             frames[0][0], frames[-1][0], len(frames))
         log.debug(kv(event="evidence_encoded", episode=job.episode_id, frames=len(frames),

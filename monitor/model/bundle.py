@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
 
 from monitor.errors import UserError
-from monitor.fileio import sha256_file
+from monitor.fileio import atomic_output, atomic_write, sha256_file
 from monitor.model.backbones import BACKBONES, Backbone, build_backbone
 from monitor.yamlfile import StrictModel, load_model
 
@@ -148,7 +148,13 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(path, manifest)
 
 
+def write_bundle(path: Path, manifest: ModelManifest, head: Any) -> None:
+    """Write a bundle: the head (a Keras model) and model.yaml, each whole or not at all, model.yaml last."""
+    with atomic_output(path / manifest.head.file) as tmp:
+        head.save(tmp)
+    write_manifest(path, manifest)
+
+
 def write_manifest(path: Path, manifest: ModelManifest) -> None:
-    path.mkdir(parents=True, exist_ok=True)
     data = manifest.model_dump(mode="json", exclude_none=True)
-    (path / MANIFEST).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    atomic_write(path / MANIFEST, yaml.safe_dump(data, sort_keys=False))

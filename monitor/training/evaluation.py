@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.fileio import atomic_write
 from monitor.ops.logs import kv
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def write_metrics(report: dict, out_dir: Path, history: dict | None = None) -> l
     if history is not None:
         data["history"] = _json_history(history)
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write(metrics_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
     written = [metrics_path, plot_confusion_matrix(report, out_dir / "confusion_matrix.png")]
     if history is not None:
         if _curve_groups(history):

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from monitor.fileio import atomic_output
 from monitor.model.backbones import Backbone
 from monitor.model.frames import count_frames, read_frames
 from monitor.ops.logs import kv
@@ -116,8 +117,8 @@ def extract(backbone: Backbone, clips: list[Path], sampling: Sampling, cache: Fe
         else:
             out.append(_embed_clip(backbone, clip, sampling, variant, seed + i, batch, stats))
             if cached is not None and out[-1] is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                np.save(cached, out[-1])
+                with atomic_output(cached) as tmp:  # a crash never leaves a cache entry that loads wrong
+                    np.save(tmp, out[-1])
         if progress is not None:
             progress()
     return out

@@ -13,8 +13,9 @@ import av
 import numpy as np
 
 from monitor.errors import UserError
+from monitor.fileio import atomic_write, sha256_file
 from monitor.model.backbones import BACKBONES, backbone_choices, build_backbone
-from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, bundle_hash, write_manifest
+from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, bundle_hash, write_bundle
 from monitor.model.heads import HEADS
 from monitor.ops.logs import kv
 from monitor.training.dataset import Dataset, Sample, check_trainable, grouped_split, image_csv, log_split, video_folder
@@ -70,8 +71,6 @@ def backbone_spec(opts: TrainOptions) -> BackboneSpec:
         weights = str(Path(weights).resolve())
         if not Path(weights).is_file():
             raise UserError(f"--weights: file not found: {weights}")
-    from monitor.fileio import sha256_file
-
     size = None if BACKBONES[name].size_from_model else (opts.input_size or BACKBONES[name].default_size)
     digest = sha256_file(Path(weights)) if weights not in ("imagenet", "none") else None
     return BackboneSpec(name=name, weights=weights, sha256=digest, input_size=size, seed=opts.seed)
@@ -207,10 +206,8 @@ def _summary(report: dict) -> dict:
 def _write_bundle(out: Path, manifest: ModelManifest, model, history: dict, reports: list[dict]) -> None:
     from monitor.training.evaluation import write_metrics
 
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / manifest.head.file)
-    write_manifest(out, manifest)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    write_bundle(out, manifest, model)
+    atomic_write(out / "history.json", json.dumps(history, indent=1))
     write_metrics(reports[0], out / "evaluation", history)
     if len(reports) > 1:
         write_metrics(reports[1], out / "evaluation" / "action_class")

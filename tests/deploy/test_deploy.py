@@ -239,13 +239,9 @@ SHARD = (0, 1)  # run as a Kubernetes shard does (`--shard 0/1`): every sample c
 
 
 @pytest.fixture(scope="module")
-def live_daemon(tmp_path_factory, tiny_bundle):
+def live_daemon(tmp_path_factory, tiny_bundle, clip):
     """The real daemon on one looping synthetic camera, metrics on a free loopback port."""
-    from monitor.demo import synthetic
-
     work = tmp_path_factory.mktemp("deploy-daemon")
-    clip = work / "floor.mp4"
-    synthetic.write_video(clip, synthetic.render_scene([("idle", 1), ("wave", 1)], 10, (120, 160), 3), 10)
     site = write_site(work / "site", tiny_bundle, [{"id": "cam-deploy", "url": str(clip), "loop": True}])
     shard = f"{SHARD[0]}/{SHARD[1]}"
     with RunningDaemon(site, shard=SHARD) as d:

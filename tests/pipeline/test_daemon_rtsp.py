@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -14,20 +13,11 @@ from support.sites import write_site
 pytestmark = pytest.mark.skipif(rtsp_available() is not None, reason=rtsp_available() or "")
 
 
-@pytest.fixture(scope="module")
-def looping_clip(tmp_path_factory) -> Path:
-    from monitor.demo import synthetic
-
-    path = tmp_path_factory.mktemp("clips") / "floor.mp4"
-    synthetic.write_video(path, synthetic.render_scene([("idle", 2), ("wave", 2)], 12, (240, 320), 3), 12)
-    return path
-
-
-def test_rtsp_camera_stall_kill_and_recovery(tmp_path, tiny_bundle, looping_clip):
+def test_rtsp_camera_stall_kill_and_recovery(tmp_path, tiny_bundle, clip):
     with RtspServer(pattern="ball", width=320, height=240, fps=25) as server:
         site = write_site(tmp_path, tiny_bundle, [
             {"id": "rtsp-cam", "url": server.url, "stall_seconds": 2, "open_timeout_seconds": 3},
-            {"id": "file-cam", "url": str(looping_clip), "loop": True},
+            {"id": "file-cam", "url": str(clip), "loop": True},
         ])
         with RunningDaemon(site) as d:
             up = lambda cam: d.value("har_monitor_camera_up", camera=cam)

@@ -40,15 +40,6 @@ def get(url: str) -> tuple[int, dict | str]:
         return err.code, json.loads(err.read().decode())
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    from monitor.demo import synthetic
-
-    path = tmp_path_factory.mktemp("ops") / "cam.mp4"
-    synthetic.write_video(path, synthetic.render_clip("walk", 24, (120, 160), 2), 12)
-    return path
-
-
 def test_a_shard_watches_its_cameras_and_labels_its_metrics(tmp_path, tiny_bundle, clip):
     cameras = [{"id": f"cam-{i}", "url": str(clip), "loop": True} for i in range(6)]
     mine = sorted(c["id"] for c in cameras if shard_of(c["id"], 2) == 1)

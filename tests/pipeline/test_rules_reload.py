@@ -23,15 +23,6 @@ ALWAYS = {"id": "always", "action": "anything", "min_confidence": 0.5, "labels":
 ALSO = {**ALWAYS, "id": "also"}
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    from monitor.demo import synthetic
-
-    path = tmp_path_factory.mktemp("clip") / "cam.mp4"
-    synthetic.write_video(path, synthetic.render_clip("wave", 12, (120, 160), 1), 12)
-    return path
-
-
 def write_rules(path: Path, *rules: dict) -> None:
     """Atomically, as editors and config management do: the watcher never sees half a file."""
     tmp = path.with_suffix(".tmp")

@@ -9,19 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.demo import synthetic
 from monitor.messages import SampledFrame
 from monitor.model.frames import read_frames
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
 from support.assets import asset
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    """2 s of a walking figure at 12 fps, H.264."""
-    path = tmp_path_factory.mktemp("src") / "walk.mp4"
-    synthetic.write_video(path, synthetic.render_clip("walk", 24, (240, 320), 1), 12)
-    return path
 
 
 def ffmpeg_threads() -> int:

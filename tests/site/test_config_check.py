@@ -16,15 +16,6 @@ from monitor.site.config import load_site
 from support.sites import ALWAYS_RULES, write_site
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    from monitor.demo import synthetic
-
-    path = tmp_path_factory.mktemp("clip") / "cam.mp4"
-    synthetic.write_video(path, synthetic.render_clip("wave", 12, (120, 160), 1), 12)
-    return path
-
-
 @pytest.fixture
 def site(tmp_path, tiny_bundle, clip) -> Path:
     return write_site(tmp_path, tiny_bundle, [{"id": "cam-1", "url": str(clip), "loop": True}])

@@ -16,6 +16,7 @@ from monitor.demo import synthetic
 from monitor.training.dataset import Sample, group_of, grouped_split
 from monitor.training.train import TrainOptions, train
 from support.assets import asset
+from support.clips import write_clip
 from support.sites import write_site
 
 ORDER_CLASSES = ("idle", "walk", "fall", "get_up")  # fall and get_up: the same frames in opposite order
@@ -30,8 +31,8 @@ def make_clips(root: Path, actions=ORDER_CLASSES, per_class: int = 6, looks: int
     for a, action in enumerate(actions):
         for k in range(per_class):
             motion = 10 * k + synthetic.ACTIONS.index("fall" if action == "get_up" else action) * 100_000
-            clip = synthetic.render_clip(action, frames, size, motion, fps=12.0, look_seed=1000 + k % looks)
-            synthetic.write_video(root / action / f"{action}_g{k // 2:02d}_c{k % 2:02d}.mp4", clip, 12.0)
+            write_clip(root / action / f"{action}_g{k // 2:02d}_c{k % 2:02d}.mp4", action, frames, size, motion,
+                       look_seed=1000 + k % looks)
     return root
 
 
