@@ -7,6 +7,7 @@ from pathlib import Path
 
 from monitor.cli.run import positive
 from monitor.model.backbones import backbone_choices
+from monitor.ops.logs import import_tensorflow
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from monitor.training.train import TrainOptions, train
 
+    import_tensorflow()
     size = (args.input_size, args.input_size) if args.input_size else None
     opts = TrainOptions(data=args.data, out=args.out, backbone=args.backbone, weights=args.weights, head=args.head,
                         frames=args.frames, sample_fps=args.sample_fps, stride=args.stride, input_size=size,
@@ -70,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from monitor.training.infer import evaluate
 
+    import_tensorflow()
     evaluate(args.model, args.data, args.out, args.cache_dir)
     return 0
 
@@ -77,5 +80,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from monitor.training.infer import predict
 
+    import_tensorflow()
     predict(args.model, args.paths, args.top_k, args.csv)
     return 0

@@ -1,11 +1,25 @@
-"""Logging as one line per event with key=value fields, and URL redaction."""
+"""Logging as one line per event with key=value fields, and URL redaction.
+
+Every line is `<UTC time> level=... logger=... event=<name> key=value ...`: our code logs
+`kv(event=..., ...)`; a line from a library (alembic, TensorFlow, a Python warning) is wrapped as
+`event=library message="..."`; what TensorFlow's C++ runtime writes straight to stderr at import is
+captured and logged the same way (`native_stderr_logged`). One line per event, whatever the text.
+
+Why the standard library and not structlog: the libraries we run (alembic, TensorFlow, urllib3) log
+through stdlib `logging` anyway, so a structlog setup would still need this formatter for them; our own
+lines are already structured by `kv()`, and we need none of structlog's processors or context binding.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -32,12 +46,16 @@ def redact(text: str) -> str:
 
 
 def kv(**fields: object) -> str:
-    """Format fields as `key=value`, quoting values with spaces."""
+    r"""Format fields as `key=value`, quoting values with spaces; a value never breaks the line.
+
+    >>> print(kv(event="camera_down", camera="line-1", reason='said "no"\nthen hung up', retry_in_s=2.0))
+    event=camera_down camera=line-1 reason="said \"no\"\nthen hung up" retry_in_s=2.000
+    """
     out = []
     for key, value in fields.items():
         text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        if not text or any(c in text for c in ' "='):
-            text = '"' + text.replace('"', '\\"') + '"'
+        if not text or any(c in text for c in ' "=\n\r'):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
         out.append(f"{key}={text}")
     return " ".join(out)
 
@@ -47,9 +65,12 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z"
-        line = f"{stamp} level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
+        message = record.getMessage()
+        if not message.startswith("event="):  # a library's line: still one event per line
+            message = kv(event="library", message=message)
+        line = f"{stamp} level={record.levelname.lower()} logger={record.name} {message}"
         if record.exc_info:
-            line += " exc=" + repr(self.formatException(record.exc_info).splitlines()[-1])
+            line += " exc=" + kv(x=self.formatException(record.exc_info).splitlines()[-1])[2:]
         return line
 
 
@@ -71,4 +92,40 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a library's warning is a log line too, not a multi-line print
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))  # its per-step chatter is not ours
+
+
+_NATIVE_LEVEL = {"E": logging.ERROR, "F": logging.CRITICAL, "W": logging.WARNING}
+
+
+@contextmanager
+def native_stderr_logged(event: str) -> Iterator[None]:
+    """Log what C/C++ code writes straight to file descriptor 2 inside the block, one `event=` line each.
+
+    TensorFlow's runtime prints its startup notes to stderr at import, before Python logging can see
+    them (TF_CPP_MIN_LOG_LEVEL no longer silences them). absl's `I`/`W`/`E` prefixes set the level;
+    informational notes are debug.
+    """
+    native = logging.getLogger("native")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for text in captured.read().decode(errors="replace").splitlines():
+                if text.strip():
+                    level = _NATIVE_LEVEL.get(text[0], logging.DEBUG) if re.match(r"[IWEF]\d{4} ", text) else logging.DEBUG
+                    native.log(level, kv(event=event, line=text))
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow with its runtime's stderr notes logged as events (commands that use it call this first)."""
+    with native_stderr_logged("tensorflow_native"):
+        import tensorflow  # noqa: F401
