@@ -68,7 +68,7 @@ def _at_most_max(seconds: float) -> float:
     return seconds
 
 
-def _schema(minimum: dict) -> WithJsonSchema:
+def _schema(minimum: dict[str, float]) -> WithJsonSchema:
     """Editors see what the validator accepts: a number of seconds or a text with units."""
     return WithJsonSchema({"anyOf": [{"type": "number", **minimum, "maximum": MAX_SECONDS},
                                      {"type": "string", "pattern": DURATION_PATTERN}],

@@ -67,19 +67,20 @@ def _index_marks(node: yaml.Node, at: tuple, marks: dict[tuple, tuple[int, int]]
     marks[at] = _mark(node)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            _index_marks(value, at + (key.value,), marks)
-            marks[at + (key.value,)] = _mark(key)
+            key_at = (*at, key.value)
+            _index_marks(value, key_at, marks)
+            marks[key_at] = _mark(key)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index_marks(item, at + (i,), marks)
+            _index_marks(item, (*at, i), marks)
 
 
 def substitute_env(data: Any, path: Path, at: tuple = ()) -> Any:
     """Replace `${VAR}` (or `${VAR:-default}`) in every string from the environment."""
     if isinstance(data, dict):
-        return {k: substitute_env(v, path, at + (k,)) for k, v in data.items()}
+        return {k: substitute_env(v, path, (*at, k)) for k, v in data.items()}
     if isinstance(data, list):
-        return [substitute_env(v, path, at + (i,)) for i, v in enumerate(data)]
+        return [substitute_env(v, path, (*at, i)) for i, v in enumerate(data)]
     if not isinstance(data, str):
         return data
 

@@ -62,7 +62,7 @@ def json_schema(kind: str) -> dict[str, Any]:
     return {"$schema": SCHEMA_DIALECT, **build(), "title": f"har-monitor: {title}"}
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = sub.add_parser("config", help="JSON Schemas and the reference of the configuration files")
     commands = config.add_subparsers(dest="config_command", required=True)
     schema = commands.add_parser("schema", help="print the JSON Schema of a configuration file (for editors)")
@@ -117,7 +117,8 @@ def reference_markdown() -> str:
         own = [row for row in model_rows(model, "rules[].")
                if re.split(r"[.\[]", row[0].removeprefix("rules[]."))[0] not in RuleConfig.model_fields]
         if model is ForbiddenRule:  # `when:` holds three of its fields
-            short = [(key.replace("rules[].", "rules[].when."), *rest) for key, *rest in model_rows(model, "rules[].")
+            short = [(key.replace("rules[].", "rules[].when."), kind, default, text)
+                     for key, kind, default, text in model_rows(model, "rules[].")
                      if key.removeprefix("rules[].") in ForbiddenRule.WHEN_FIELDS]
             own += [("rules[].when", "mapping", "", when["description"]), *sorted(short)]
         sections.append((f"`kind: {kind}`: {model.model_fields['kind'].description}", own))
@@ -173,7 +174,7 @@ def type_text(prop: dict[str, Any]) -> str:
     from monitor.durations import DURATION_PATTERN, MAX_SECONDS
 
     if "anyOf" in prop or "oneOf" in prop:
-        choices = [p for p in prop.get("anyOf", prop.get("oneOf")) if p.get("type") != "null"]
+        choices = [p for p in prop.get("anyOf") or prop["oneOf"] if p.get("type") != "null"]
         if any(p.get("pattern") == DURATION_PATTERN for p in choices):
             return f"duration (≤ {MAX_SECONDS / 86400:g}d)"
         return " or ".join(dict.fromkeys(type_text(p) for p in choices))

@@ -17,7 +17,7 @@ def positive(text: str) -> float:
     return value
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run the monitoring daemon")
     run.add_argument("--cameras", required=True, type=Path, metavar="SITE_YAML", help="the site configuration")
     run.add_argument("--duration", type=positive, metavar="SECONDS",

@@ -10,7 +10,7 @@ from monitor.model.backbones import backbone_choices
 from monitor.ops.logs import import_tensorflow
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train = sub.add_parser("train", help="train a classifier on labelled clips and write a model bundle")
     train.add_argument("data", type=Path, help="a folder with one subfolder of videos per class (or a CSV path,action[,action_class] for --head image)")
     train.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")

@@ -19,8 +19,8 @@ import numpy as np
 import yaml
 
 from monitor.demo import synthetic
-from monitor.model.backbones import build_backbone
 from monitor.evidence.media import write_video
+from monitor.model.backbones import build_backbone
 from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_bundle
 from monitor.ops.logs import kv
 from monitor.training import Sampling, extract, fit_head, windows_dataset
@@ -80,11 +80,13 @@ def train_demo_model(root: Path, out: Path, clips_per_class: int = CLIPS_PER_CLA
     labels = [actions.index(p.parent.name) for p in paths]
     spec = BackboneSpec(name="inception_v3", weights="none", input_size=INPUT_SIZE, seed=0)
     backbone = build_backbone(spec.name, spec.weights, spec.input_size, spec.seed)
-    features = extract(backbone, paths, Sampling(WINDOW.frames, WINDOW.sample_fps), cache=None)
+    features = [f for f in extract(backbone, paths, Sampling(WINDOW.frames, WINDOW.sample_fps), cache=None) if f is not None]
+    if len(features) != len(paths):
+        raise RuntimeError(f"{root / 'train'}: a rendered clip could not be read back")
     log.info(kv(event="demo_features", clips=len(paths), seconds=round(time.monotonic() - start, 1)))
     held_out = np.array([p.stem.endswith("_c00") for p in paths])
-    split = lambda mask: windows_dataset([f for f, m in zip(features, mask) if m],
-                                         [y for y, m in zip(labels, mask) if m], WINDOW.frames, WINDOW.stride)
+    split = lambda mask: windows_dataset([f for f, m in zip(features, mask, strict=True) if m],
+                                         [y for y, m in zip(labels, mask, strict=True) if m], WINDOW.frames, WINDOW.stride)
     (x, y), (x_test, y_test) = split(~held_out), split(held_out)
     model, _ = fit_head(x, y, len(actions), x_val=x_test, y_val=y_test)
     accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())

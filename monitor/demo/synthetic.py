@@ -96,7 +96,7 @@ def _contrasting(rng: np.random.Generator, sample: Callable[[], np.ndarray], aga
     for _ in range(40):
         c = np.clip(sample(), 0, 255)
         if all(np.linalg.norm(c - a) >= min_dist for a in against):
-            return tuple(int(v) for v in c)
+            return int(c[0]), int(c[1]), int(c[2])
     # Rare fallback: black or white, whichever is farther from the backdrop.
     mean = np.mean(against, axis=0).mean()
     return (20, 20, 20) if mean > 128 else (235, 235, 235)
@@ -244,7 +244,7 @@ def _fall_direction(x: float, look: _Look, rng: np.random.Generator) -> int:
     """A random side with room to lie down, else the roomier side."""
     room = {1: look.background.shape[1] - x, -1: x}
     fits = [d for d in (1, -1) if room[d] >= _REACH * look.height + 0.1 * look.height]
-    return int(rng.choice(fits)) if fits else max(room, key=room.get)
+    return int(rng.choice(fits)) if fits else max(room, key=lambda d: room[d])
 
 
 def _fall(n: int, base: np.ndarray, direction: int, rng: np.random.Generator) -> np.ndarray:
@@ -307,7 +307,7 @@ def _draw(img: np.ndarray, pose: np.ndarray, look: _Look) -> None:
     t, k = look.thickness, 1 << _SHIFT
 
     def fp(p: np.ndarray) -> tuple[int, int]:
-        return int(round(p[0] * k)), int(round(p[1] * k))
+        return int(np.rint(p[0] * k)), int(np.rint(p[1] * k))  # numpy < 2: round() of a float64 is a float64
 
     def line(a: str, b: str, colour: tuple[int, int, int]) -> None:
         cv2.line(img, fp(j[a]), fp(j[b]), colour, t, cv2.LINE_AA, _SHIFT)
@@ -317,7 +317,7 @@ def _draw(img: np.ndarray, pose: np.ndarray, look: _Look) -> None:
     line("hip", "neck", look.shirt)
     for a, b in (("sho", "lelb"), ("lelb", "lhand"), ("sho", "relb"), ("relb", "rhand")):
         line(a, b, look.shirt)
-    cv2.circle(img, fp(j["head"]), int(round(r * k)), look.skin, -1, cv2.LINE_AA, _SHIFT)
+    cv2.circle(img, fp(j["head"]), int(np.rint(r * k)), look.skin, -1, cv2.LINE_AA, _SHIFT)
 
 
 def _render_poses(poses: np.ndarray, look: _Look, rng: np.random.Generator) -> np.ndarray:

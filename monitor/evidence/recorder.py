@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -75,7 +76,7 @@ class Evidence:
     end_ts: float
     frames: int
 
-    def as_record(self, root: Path | None = None) -> dict:
+    def as_record(self, root: Path | None = None) -> dict[str, Any]:
         """The JSON the audit trail stores (`monitor.ledger.verify_evidence` reads it); paths relative to `root`."""
         def rel(p: Path) -> str:
             return str(p.relative_to(root)) if root is not None else str(p)

@@ -9,12 +9,14 @@ never retraces. TensorFlow places them on a GPU when there is one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,16 +116,14 @@ def vgg16(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbon
     return _keras("vgg16", app.VGG16, app.preprocess_input, weights, size, seed, where)
 
 
-def _keras(name: str, app: Callable, preprocess: Callable, weights: str, size: tuple[int, int], seed: int,
+def _keras(name: str, app: Callable[..., Any], preprocess: Callable[[Any], Any], weights: str, size: tuple[int, int], seed: int,
            where: str) -> Backbone:
     import keras
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialized by an earlier model in this process
             tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU instead of grabbing all of it
-        except RuntimeError:
-            pass  # already initialized by an earlier model in this process
     shape = (*size, 3)
     if weights == "none":
         keras.utils.set_random_seed(seed)  # the same random backbone in training and at run time
@@ -149,12 +149,12 @@ def _keras(name: str, app: Callable, preprocess: Callable, weights: str, size: t
         if error:
             raise UserError(f"{where}.weights: {path} is not {name} weights: {error.splitlines()[0]}")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8)], jit_compile=False)
-    def embed_graph(frames):
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8)], jit_compile=False)  # type: ignore[untyped-decorator]
+    def embed_graph(frames: tf.Tensor) -> tf.Tensor:
         return model(preprocess(tf.cast(frames, tf.float32)), training=False)
 
     def embed(frames: np.ndarray) -> np.ndarray:
-        return embed_graph(frames).numpy()
+        return np.asarray(embed_graph(frames).numpy())
 
     devices = [d.device_type for d in tf.config.list_logical_devices()]
     log.info(kv(event="backbone_built", backbone=name, weights=_shown(weights), input=f"{size[0]}x{size[1]}",
@@ -179,7 +179,7 @@ def _shown(weights: str) -> str:
     return weights if weights in ("none", "imagenet") else Path(weights).name
 
 
-def _interpreter(path: Path):
+def _interpreter(path: Path) -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # older installs: TensorFlow's own (deprecated) copy

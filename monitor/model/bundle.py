@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, JsonValue, field_validator, model_validator
 
 from monitor.errors import UserError
 from monitor.fileio import atomic_output, atomic_write, sha256_file
@@ -24,10 +24,15 @@ MANIFEST = "model.yaml"
 Side = Annotated[int, Field(ge=8, le=2048)]
 
 
+def _enum_of_backbones(schema: dict[str, JsonValue]) -> None:
+    """Editors offer the backbones registered when the schema is made (a registry, not a fixed Literal)."""
+    schema["enum"] = list[JsonValue](BACKBONES)
+
+
 class BackboneSpec(StrictModel):
     """The frame backbone: which network, which weights, what input size."""
 
-    name: str = Field(description="A registered backbone.", json_schema_extra=lambda s: s.update(enum=sorted(BACKBONES)))
+    name: str = Field(description="A registered backbone.", json_schema_extra=lambda schema: _enum_of_backbones(schema))
     weights: str = Field(default="imagenet", description="`imagenet` (Keras downloads them once), `none` (seeded "
                          "random weights: tests and demos) or a weights file path (relative to the bundle).")
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the weights file, "
@@ -81,7 +86,7 @@ class ModelManifest(StrictModel):
     groups: dict[str, list[str]] = Field(default_factory=dict, description="Names for sets of labels that rules "
                                          "may name (a group's confidence is its labels' summed).")
     head: HeadSpec = Field(default=HeadSpec(), description=HeadSpec.__doc__)
-    evaluation: dict = Field(default_factory=dict, description="The test-set evaluation `train` wrote "
+    evaluation: dict[str, Any] = Field(default_factory=dict, description="The test-set evaluation `train` wrote "
                              "(information only).")
 
     @model_validator(mode="after")
@@ -122,8 +127,8 @@ class Bundle:
         spec = self.manifest.backbone
         where = f"{self.path / MANIFEST}: backbone"
         weights = self.weights_location()
-        if spec.sha256 and weights not in ("imagenet", "none"):
-            if Path(weights).is_file() and sha256_file(Path(weights)) != spec.sha256:
+        if (spec.sha256 and weights not in ("imagenet", "none") and Path(weights).is_file()
+                and sha256_file(Path(weights)) != spec.sha256):
                 raise UserError(f"{where}.sha256: {weights} does not match the recorded sha256 (wrong or altered weights file)")
         return build_backbone(spec.name, weights, spec.input_size, spec.seed, where)
 

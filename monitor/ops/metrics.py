@@ -52,7 +52,7 @@ class Metrics:
             self.rules_reloads.labels(result)
         self.rule_info = RuleInfo()
         r.register(self.rule_info)
-        self._server = None
+        self._server: ThreadingHTTPServer | None = None
 
     def init_cameras(self, cameras: list[str]) -> None:
         for c in cameras:
@@ -80,10 +80,10 @@ class Metrics:
         """
         exposed = self.registry if shard is None else _with_label(self.registry, "shard", shard)
         handler = type("Handler", (_Handler,), {"exposed": exposed, "health": staticmethod(health or (dict))})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
-        return self._server.server_port
+        server = self._server = ThreadingHTTPServer((host, port), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        return server.server_port
 
     def close(self) -> None:
         if self._server is not None:

@@ -11,7 +11,7 @@ from monitor.errors import UserError
 SUPPORTED = ("sqlite", "postgresql")
 
 
-class SchemaOutdated(Exception):
+class SchemaOutdated(Exception):  # noqa: N818 (a state, like FileNotFoundError's siblings; callers catch it by name)
     """The database is not at the schema this version needs (run `har-monitor db upgrade`)."""
 
 

@@ -61,9 +61,9 @@ def audit(conn: sa.Connection, key: str, violation_id: str | None, actor: str, w
     """Append an audit event once per key; False when that key was already recorded."""
     if conn.execute(sa.select(audit_events.c.seq).where(audit_events.c.event_key == key)).first():
         return False
-    append(conn, audit_events, dict(
-        event_key=key, violation_id=violation_id, at=datetime.now(timezone.utc), actor=actor, what=what,
-        old=json.dumps(old, sort_keys=True), new=json.dumps(new, sort_keys=True), why=why))
+    append(conn, audit_events, {
+        "event_key": key, "violation_id": violation_id, "at": datetime.now(timezone.utc), "actor": actor, "what": what,
+        "old": json.dumps(old, sort_keys=True), "new": json.dumps(new, sort_keys=True), "why": why})
     return True
 
 

@@ -8,6 +8,7 @@ signature, never an overwrite. Users are kept in the same database; passwords as
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import getpass
 import json
@@ -90,10 +91,10 @@ def sign_review(conn: sa.Connection, violation_id: str, user: str, password: str
     if signer.role not in ("reviewer", "admin"):
         raise AuthError(f"user '{user}' is a {signer.role}: only reviewers and admins may sign")
     violation = _violation(conn, violation_id)
-    signature = ledger.append(conn, reviews, dict(
-        violation_id=violation.id, user=signer.name, printed_name=signer.printed_name,
-        signed_at=datetime.now(timezone.utc), meaning=disposition, reason=reason.strip(),
-        violation_hash=violation.row_hash))
+    signature = ledger.append(conn, reviews, {
+        "violation_id": violation.id, "user": signer.name, "printed_name": signer.printed_name,
+        "signed_at": datetime.now(timezone.utc), "meaning": disposition, "reason": reason.strip(),
+        "violation_hash": violation.row_hash})
     audit(conn, f"{violation.id}:review:{signature['seq']}", violation.id, signer.name, "reviewed", {},
           {"disposition": disposition, "signature": signature["row_hash"]}, reason.strip())
     return signature
@@ -170,11 +171,7 @@ def _view(row: dict, trail: list[dict], signed: list[dict]) -> ViolationView:
 
 def write_csv(views: list[ViolationView], path: Path | None, out) -> None:
     rows = [v.flat() for v in views]
-    handle = open(path, "w", newline="", encoding="utf-8-sig") if path else out  # BOM: spreadsheets read UTF-8
-    try:
+    with open(path, "w", newline="", encoding="utf-8-sig") if path else contextlib.nullcontext(out) as handle:  # BOM: spreadsheets read UTF-8
         writer = csv.DictWriter(handle, EXPORT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    finally:
-        if path:
-            handle.close()

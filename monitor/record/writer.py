@@ -55,12 +55,12 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance) ->
     if event.kind == "opened":
         if conn.execute(sa.select(violations.c.seq).where(violations.c.id == event.episode_id)).first():
             return False
-        ledger.append(conn, violations, dict(
-            id=event.episode_id, site=prov.site, host=prov.host, camera=event.camera, rule=event.rule,
-            severity=event.severity, action=event.action, confidence=float(event.confidence),
-            started_at=_utc(event.started_at), model_hash=prov.model_hash,
-            rules_hash=event.rules_hash or prov.rules_hash, config_hash=prov.config_hash,
-            labels=json.dumps(event.labels, sort_keys=True), recorded_at=datetime.now(timezone.utc)))
+        ledger.append(conn, violations, {
+            "id": event.episode_id, "site": prov.site, "host": prov.host, "camera": event.camera, "rule": event.rule,
+            "severity": event.severity, "action": event.action, "confidence": float(event.confidence),
+            "started_at": _utc(event.started_at), "model_hash": prov.model_hash,
+            "rules_hash": event.rules_hash or prov.rules_hash, "config_hash": prov.config_hash,
+            "labels": json.dumps(event.labels, sort_keys=True), "recorded_at": datetime.now(timezone.utc)})
         return True
     if event.kind == "closed":
         return audit(conn, f"{event.episode_id}:closed", event.episode_id, "system", "closed",

@@ -95,8 +95,8 @@ def check_rules(paths: list[Path], labels: list[str] | None,
     if labels is not None:
         found.errors += _unknown_actions(placed, actions)
     found.warnings += [w for p in placed for w in _warnings(p)]
-    rules = tuple(p.rule for p in placed if p.rule.enabled)
-    found.ruleset = RuleSet(rules, actions, digest.hexdigest()[:16])
+    enabled = tuple(p.rule for p in placed if p.rule.enabled)
+    found.ruleset = RuleSet(enabled, actions, digest.hexdigest()[:16])
     return found
 
 

@@ -154,6 +154,7 @@ def load_tests(path: Path) -> LoadedTests:
     ruleset = load_rules([path.parent / r for r in spec.rules], spec.labels, spec.groups)
     problems = []
     rule_ids = {r.id for r in ruleset.rules}
+    at: tuple[str | int, ...]
     for i, case in enumerate(spec.tests):
         for j, pred in enumerate(case.predictions):
             for label in pred.probs.keys() - set(spec.labels):
@@ -195,7 +196,7 @@ def _ms(seconds: float) -> float:
     return round(seconds, 3)
 
 
-def _order(e: Episode) -> tuple:
+def _order(e: Episode) -> tuple[float, str, float]:
     return e.opened, e.rule, math.inf if e.closed is None else e.closed
 
 

@@ -22,8 +22,8 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 
 from monitor.yamlfile import StrictModel
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 

@@ -153,7 +153,7 @@ def rule_class(data: Any) -> type[RuleConfig]:
     return KINDS[kind]
 
 
-def parse_rule(data: dict) -> RuleConfig:
+def parse_rule(data: dict[str, Any]) -> RuleConfig:
     """Validate one rule mapping as its kind (pydantic.ValidationError or ValueError when it is wrong)."""
     return rule_class(data).model_validate(data)
 

@@ -104,7 +104,7 @@ def format_report(report: dict, title: str = "") -> str:
     row_w = max(len(corner), *(len(r) for r in rows))
     lines += ["", "confusion matrix (rows = true, columns = predicted)",
               f"{corner:<{row_w}}  " + " ".join(f"{h:>{cell_w}}" for h in heads)]
-    for r, counts in zip(rows, cm):
+    for r, counts in zip(rows, cm, strict=True):
         lines.append(f"{r:<{row_w}}  " + " ".join(f"{v:>{cell_w}d}" for v in counts))
     return "\n".join(lines) + "\n"
 

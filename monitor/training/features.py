@@ -75,7 +75,7 @@ def clip_frames(path: Path, size: tuple[int, int], sampling: Sampling, variant: 
 
 def _crop(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random 80-95% crop resized back: the same crop for every frame of the clip."""
-    n, h, w, _ = frames.shape
+    h, w = frames.shape[1:3]
     scale = rng.uniform(0.8, 0.95)
     ch, cw = int(h * scale), int(w * scale)
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))

@@ -94,7 +94,7 @@ def load_data(opts: TrainOptions) -> tuple[Dataset, list[list[Sample]], list[str
         names = ["train", "validation", "test"]
         parts = [*grouped_split(data.samples, (0.85, 0.15), opts.seed), list(test.samples)]
     log_split(names, parts)
-    for name, part in zip(names, parts):
+    for name, part in zip(names, parts, strict=True):
         if not part:
             raise UserError(f"{opts.data}: too few clips (or groups) for a {name} split; add clips or give --test")
     return data, parts, names
@@ -140,9 +140,9 @@ def train(opts: TrainOptions) -> TrainResult:
     with progress_bar("features", total) as advance:
         def features(samples: list[Sample], variant: str = "orig", seed: int = 0):
             return extract(backbone, [s.path for s in samples], sampling, cache, variant, seed, stats=stats, progress=advance)
-        train_f = [(f, s) for v in variants for f, s in zip(features(train_set, v, opts.seed * 7919), train_set)]
-        val_f = list(zip(features(val_set), val_set))
-        test_f = list(zip(features(test_set), test_set))
+        train_f = [(f, s) for v in variants for f, s in zip(features(train_set, v, opts.seed * 7919), train_set, strict=True)]
+        val_f = list(zip(features(val_set), val_set, strict=True))
+        test_f = list(zip(features(test_set), test_set, strict=True))
     log.info(kv(event="features_ready", clips=total, backbone_frames=stats.backbone_frames, cache_hits=stats.cache_hits,
                 skipped=len(set(stats.skipped)), seconds=round(time.monotonic() - start, 1)))
     two = bool(data.labels2)
@@ -180,7 +180,7 @@ def evaluate_clips(model, features: list[np.ndarray], samples: list[Sample], win
     xs, _ = windows_dataset(features, [0] * len(features), window.frames, window.stride)
     per_clip = [max(1, (max(len(f), window.frames) - window.frames) // window.stride + 1) for f in features]
     outputs = predict_outputs(model, xs)
-    truths = [[s.label for s in samples], [s.label2 for s in samples]]
+    truths = [[s.label for s in samples], [s.label2 for s in samples if s.label2 is not None]]  # label2: two outputs only
     names = [list(data.labels), list(data.labels2)]
     return [classification_report(truths[i], clip_probabilities(out, per_clip).argmax(1).tolist(), names[i])
             for i, out in enumerate(outputs)]

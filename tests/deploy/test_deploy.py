@@ -493,7 +493,7 @@ def test_compose_runs_the_daemon_postgres_prometheus_and_grafana_with_everything
     for rule_file in config.rules:  # the rules directory mount holds every rule file site.yaml names
         directory, name = rule_file.rsplit("/", 1)
         assert (host(mounts("har-monitor")[directory]) / name).is_file(), rule_file
-    data = [v.split(":")[1] for v in hm["volumes"] if v.startswith("har-data:")][0]
+    data = next(v.split(":")[1] for v in hm["volumes"] if v.startswith("har-data:"))
     assert config.storage.spool.startswith(data + "/") and config.storage.evidence_dir.startswith(data + "/")
     seconds = float(str(hm["stop_grace_period"]).rstrip("s"))
     assert SHUTDOWN_SECONDS < seconds <= 30

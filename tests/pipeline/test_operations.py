@@ -49,7 +49,7 @@ def test_a_shard_watches_its_cameras_and_labels_its_metrics(tmp_path, tiny_bundl
         base = d.daemon.summary.metrics_url.removesuffix("/metrics")
         d.wait_for(lambda: get(base + "/readyz")[0] == 200, 30, "ready")
         status, state = get(base + "/readyz")
-        assert state["cameras_up"] == len(mine) and state["threads"]["store"] is True
+        assert status == 200 and state["cameras_up"] == len(mine) and state["threads"]["store"] is True
         assert get(base + "/healthz")[0] == 200
         text = get(base + "/metrics")[1]
         assert f'har_monitor_camera_up{{camera="{mine[0]}",shard="1/2"}} 1.0' in text

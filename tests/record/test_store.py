@@ -110,7 +110,7 @@ def test_replayed_events_are_written_once(db, store):
 
 def test_outdated_schema_is_refused_until_upgraded(db):
     engine = create_engine(db.url)
-    with pytest.raises(SchemaOutdated, match="has schema none \\(empty\\).*har-monitor db upgrade"):
+    with pytest.raises(SchemaOutdated, match=r"has schema none \(empty\).*har-monitor db upgrade"):
         check_schema(engine)
     assert upgrade(db.url) == (None, "0001")
     check_schema(engine)

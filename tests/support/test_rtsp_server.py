@@ -11,9 +11,8 @@ import socket
 import time
 from pathlib import Path
 
+import av
 import pytest
-
-av = pytest.importorskip("av")
 
 from support.assets import ASSETS
 from support.rtsp import RtspServer, RtspServerError, rtsp_available

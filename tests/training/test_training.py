@@ -28,7 +28,7 @@ def make_clips(root: Path, actions=ORDER_CLASSES, per_class: int = 6, looks: int
 
     An odd frame count keeps fall and get_up the same frame set when every other frame is sampled.
     """
-    for a, action in enumerate(actions):
+    for action in actions:
         for k in range(per_class):
             motion = 10 * k + synthetic.ACTIONS.index("fall" if action == "get_up" else action) * 100_000
             write_clip(root / action / f"{action}_g{k // 2:02d}_c{k % 2:02d}.mp4", action, frames, size, motion,
@@ -133,13 +133,14 @@ def test_image_mode_trains_two_outputs(image_csv_data, tmp_path, capsys):
     assert json.loads((out / "evaluation" / "action_class" / "metrics.json").read_text())["labels"] == ["down", "upright"]
     image = image_csv_data.parent / "fall_0.png"
     assert main(["predict", str(out), str(image), "--csv", str(tmp_path / "p.csv")]) == 0
-    row = next(csv.DictReader(open(tmp_path / "p.csv")))
+    with open(tmp_path / "p.csv") as f:
+        row = next(csv.DictReader(f))
     assert row["top1"] in ("idle", "wave", "fall") and row["class_top1"] in ("down", "upright")
 
 
 def test_second_training_reuses_the_feature_cache(small_data, tmp_path):
-    opts = dict(data=small_data, backbone="inception_v3", weights="none", input_size=(75, 75), frames=4, epochs=1,
-                units=8, cache_dir=tmp_path / "cache")
+    opts = {"data": small_data, "backbone": "inception_v3", "weights": "none", "input_size": (75, 75), "frames": 4, "epochs": 1,
+                "units": 8, "cache_dir": tmp_path / "cache"}
     first = train(TrainOptions(out=tmp_path / "a", head="gru", **opts))
     second = train(TrainOptions(out=tmp_path / "b", head="lstm", **opts))
     assert first.stats.backbone_frames > 0 and first.stats.cache_hits == 0
