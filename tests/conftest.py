@@ -12,6 +12,22 @@ from support.clips import write_clip
 from support.databases import PG_HOST, PG_PORT, Db, pg_admin, pg_url
 from support.sites import write_tiny_bundle
 
+# What a test needs, as markers (registered in pyproject.toml). `fast` is everything that needs none of
+# HEAVY: `python -m pytest -m fast` is the quick tier (README, "Development").
+HEAVY = ("tf", "rtsp", "prometheus", "browser", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "tiny_bundle" in fixtures:  # a real Keras head
+            item.add_marker("tf")
+        if fixtures & {"pg_db", "pg_database"} or params.get("db") == "postgresql":
+            item.add_marker("postgres")
+        if not any(item.get_closest_marker(name) for name in HEAVY):
+            item.add_marker("fast")
+
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:

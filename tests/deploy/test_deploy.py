@@ -113,6 +113,7 @@ def k8s_objects() -> dict[tuple[str, str], dict]:
 
 # --- 1. alert rules: promtool ------------------------------------------------------------------
 
+@pytest.mark.prometheus
 def test_promtool_checks_and_unit_tests_the_alert_rules():
     promtool = need("promtool")
     checked = run(promtool, "check", "rules", str(ALERTS))
@@ -122,6 +123,7 @@ def test_promtool_checks_and_unit_tests_the_alert_rules():
     assert "SUCCESS" in tested.stdout
 
 
+@pytest.mark.prometheus
 def test_promtool_checks_the_example_prometheus_configs(tmp_path):
     promtool = need("promtool")
     checked = run(promtool, "check", "config", str(PROM_CONFIG))
@@ -265,6 +267,7 @@ def live_series(d: RunningDaemon) -> dict[str, set[str]]:
     return series
 
 
+@pytest.mark.slow
 def test_every_metric_in_the_dashboard_and_alerts_is_exported_by_a_live_daemon(live_daemon):
     series = live_series(live_daemon)
     assert "har_monitor_camera_up" in series and "har_monitor_inference_seconds_bucket" in series
@@ -322,6 +325,8 @@ def scrape_config_for(port: int, work: Path) -> dict:
             "rule_files": [str(ALERTS)], "scrape_configs": [job]}
 
 
+@pytest.mark.prometheus
+@pytest.mark.slow
 def test_a_real_prometheus_scrapes_the_daemon_evaluates_the_alerts_and_every_panel_query(live_daemon, tmp_path):
     need("prometheus")
     port = int(live_daemon.daemon.summary.metrics_url.rsplit(":", 1)[1].split("/")[0])
@@ -680,6 +685,7 @@ def test_alertmanager_routes_by_severity():
     assert not notifies(routes['severity="info"']), "info alerts are for dashboards only"
 
 
+@pytest.mark.prometheus
 def test_amtool_checks_the_alertmanager_config_and_its_routes():
     amtool = need("amtool")
     config = yaml.safe_load(ALERTMANAGER.read_text())

@@ -47,6 +47,7 @@ def test_a_librarys_line_and_a_multiline_value_stay_one_event_line():
 
 
 def test_python_warnings_and_native_stderr_become_events(capfd):
+    logging.captureWarnings(False)  # an earlier test's capture may have been undone by pytest's own
     setup_logging("debug")
     try:
         with warnings.catch_warnings():

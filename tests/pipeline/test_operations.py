@@ -40,6 +40,7 @@ def get(url: str) -> tuple[int, dict | str]:
         return err.code, json.loads(err.read().decode())
 
 
+@pytest.mark.slow
 def test_a_shard_watches_its_cameras_and_labels_its_metrics(tmp_path, tiny_bundle, clip):
     cameras = [{"id": f"cam-{i}", "url": str(clip), "loop": True} for i in range(6)]
     mine = sorted(c["id"] for c in cameras if shard_of(c["id"], 2) == 1)
@@ -56,6 +57,7 @@ def test_a_shard_watches_its_cameras_and_labels_its_metrics(tmp_path, tiny_bundl
         assert all('shard="1/2"' in line for line in text.splitlines() if line.startswith("har_monitor_frames_sampled_total"))
 
 
+@pytest.mark.slow
 def test_not_ready_while_no_camera_is_up(tmp_path, tiny_bundle):
     site = write_site(tmp_path, tiny_bundle, [{"id": "gone", "url": "rtsp://127.0.0.1:1/none", "open_timeout_seconds": 1}])
     with RunningDaemon(site) as d:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 
 from support.daemon import RunningDaemon
 from support.sites import write_site
+from support.waiting import wait_until
 
 # "anything" covers every label: it fires on every window and its episode stays open
 ALWAYS = {"id": "always", "action": "anything", "min_confidence": 0.5, "labels": {"team": "qa"}}
@@ -45,6 +45,7 @@ def rows(db: Path) -> list[dict]:
     return result
 
 
+@pytest.mark.slow
 def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_bundle, clip):
     site = write_site(tmp_path, tiny_bundle, [{"id": "cam", "url": str(clip), "loop": True}], rules={"rules": [ALWAYS]})
     rules_file = tmp_path / "rules.yaml"
@@ -79,6 +80,7 @@ def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_b
     assert datetime.fromisoformat(by_rule["always", "major"]["ended_at"]) <= by_rule["always", "critical"]["started_at"]
 
 
+@pytest.mark.slow
 def test_sighup_reloads_the_rules(tmp_path, tiny_bundle, clip):
     from monitor.record.db import upgrade
 
@@ -100,8 +102,5 @@ def test_sighup_reloads_the_rules(tmp_path, tiny_bundle, clip):
 
 
 def wait_for_line(path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text():
-        if time.monotonic() > deadline:
-            pytest.fail(f"no '{text}' within {timeout} s:\n{path.read_text()[-3000:]}")
-        time.sleep(0.2)
+    wait_until(lambda: text in path.read_text(), timeout, f"'{text}' in the log", interval=0.2,
+               describe=lambda: path.read_text()[-3000:])

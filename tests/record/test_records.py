@@ -156,6 +156,7 @@ def test_export_is_a_spreadsheet_with_trail_and_hashes(db, record, tmp_path, cap
     assert "confirmed by Rita Reviewer" in ep1["dispositions"]
 
 
+@pytest.mark.slow
 def test_daemon_through_a_database_outage_loses_nothing(pg_db, tiny_bundle, clip, tmp_path):
     """The daemon starts while PostgreSQL is unreachable, keeps producing violations, and catches up."""
     upgrade(pg_db.url)

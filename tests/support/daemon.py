@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+from support.waiting import wait_until
 
 
 class RunningDaemon:
@@ -27,9 +29,7 @@ class RunningDaemon:
 
     def __enter__(self) -> RunningDaemon:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.daemon.summary.metrics_url and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: self.daemon.summary.metrics_url, 60, "the daemon's metrics server")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -47,11 +47,7 @@ class RunningDaemon:
     def value(self, name: str, **labels: str) -> float:
         return self.scrape().get((name, tuple(sorted(labels.items()))), 0.0)
 
-    def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; metrics: "
-                             + str({k: v for k, v in self.scrape().items() if 'camera' in str(k)}))
+    def wait_for(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
+        """`wait_until`, showing the camera metrics when it times out."""
+        wait_until(predicate, timeout, what, interval=0.2,
+                   describe=lambda: {k: v for k, v in self.scrape().items() if "camera" in str(k)})
