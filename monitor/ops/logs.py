@@ -97,7 +97,7 @@ def setup_logging(level: str = "info") -> None:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))  # its per-step chatter is not ours
 
 
-_NATIVE_LEVEL = {"E": logging.ERROR, "F": logging.CRITICAL, "W": logging.WARNING}
+_NATIVE_LEVEL = {"W": logging.WARNING, "E": logging.WARNING, "F": logging.ERROR}
 
 
 @contextmanager
@@ -105,8 +105,9 @@ def native_stderr_logged(event: str) -> Iterator[None]:
     """Log what C/C++ code writes straight to file descriptor 2 inside the block, one `event=` line each.
 
     TensorFlow's runtime prints its startup notes to stderr at import, before Python logging can see
-    them (TF_CPP_MIN_LOG_LEVEL no longer silences them). absl's `I`/`W`/`E` prefixes set the level;
-    informational notes are debug.
+    them (TF_CPP_MIN_LOG_LEVEL no longer silences them). absl's prefixes set the level: notes (`I`) are
+    debug; `W` and `E` are warnings, since an import that really fails raises (on a machine without a GPU
+    TensorFlow says `E ... failed call to cuInit`, which is expected there).
     """
     native = logging.getLogger("native")
     sys.stderr.flush()

@@ -424,7 +424,8 @@ def test_dockerfile_slim_non_root_installs_the_package_runs_the_daemon_with_a_he
     user = users[-1].split(":")[0]
     assert user not in ("root", "0"), user
     runs = " ".join(a for s in stages for i, a in s if i == "RUN")
-    assert re.search(r"pip install (--no-cache-dir )?\.( |$)", runs), "the image installs the package (pip install .)"
+    assert re.search(r'pip install (--no-cache-dir )?"?\./?(\$\{extras\})?"?(;| |$)', runs), "the image installs the package (pip install .)"
+    assert 'extras="[gpu]"' in runs and "uninstall" not in runs, "the CUDA build is the [gpu] extra, not a reinstall"
     entry = exec_form(dict(final).get("ENTRYPOINT", "[]")) + exec_form(dict(final).get("CMD", "[]"))
     assert entry[:2] == ["har-monitor", "run"] and "--cameras" in entry, entry
     health = dict(final)["HEALTHCHECK"]
