@@ -117,8 +117,8 @@ def reference_markdown() -> str:
         own = [row for row in model_rows(model, "rules[].")
                if re.split(r"[.\[]", row[0].removeprefix("rules[]."))[0] not in RuleConfig.model_fields]
         if model is ForbiddenRule:  # `when:` holds three of its fields
-            short = [(key.replace("rules[].", "rules[].when."), kind, default, text)
-                     for key, kind, default, text in model_rows(model, "rules[].")
+            short = [(key.replace("rules[].", "rules[].when."), type_, default, text)
+                     for key, type_, default, text in model_rows(model, "rules[].")
                      if key.removeprefix("rules[].") in ForbiddenRule.WHEN_FIELDS]
             own += [("rules[].when", "mapping", "", when["description"]), *sorted(short)]
         sections.append((f"`kind: {kind}`: {model.model_fields['kind'].description}", own))
@@ -126,7 +126,7 @@ def reference_markdown() -> str:
     out = []
     for title, rows in sections:
         out += [f"#### {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        out += [f"| `{key}` | {kind} | {default} | {text} |" for key, kind, default, text in rows]
+        out += [f"| `{key}` | {type_} | {default} | {text} |" for key, type_, default, text in rows]
         out.append("")
     return "\n".join(out)
 

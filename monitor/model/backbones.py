@@ -44,7 +44,6 @@ class BackboneEntry:
 
     name: str
     build: Builder
-    summary: str  # one line, for `train --help` and the docs
     default_size: tuple[int, int]  # (height, width) when a bundle gives none
     min_side: int = 1  # the smallest input side the network accepts
     needs_weights_file: bool = False  # weights: PATH only (no imagenet, no random init)
@@ -54,12 +53,12 @@ class BackboneEntry:
 BACKBONES: dict[str, BackboneEntry] = {}
 
 
-def register_backbone(name: str, summary: str, default_size: tuple[int, int], *, min_side: int = 1,
+def register_backbone(name: str, default_size: tuple[int, int], *, min_side: int = 1,
                       needs_weights_file: bool = False, size_from_model: bool = False) -> Callable[[Builder], Builder]:
     """Register a builder `(weights, input_size, seed, where) -> Backbone` under `name`: adding a backbone is
     one decorated function here; bundles, `train --backbone`, its help and the config schema read this registry."""
     def register(build: Builder) -> Builder:
-        BACKBONES[name] = BackboneEntry(name, build, summary, default_size, min_side, needs_weights_file, size_from_model)
+        BACKBONES[name] = BackboneEntry(name, build, default_size, min_side, needs_weights_file, size_from_model)
         return build
     return register
 
@@ -88,28 +87,28 @@ def build_backbone(name: str, weights: str, input_size: tuple[int, int] | None =
 
 # -- Keras applications: one function each, with its own preprocessing ---------------------------
 
-@register_backbone("inception_v3", "InceptionV3 (2048-d)", (299, 299), min_side=75)
+@register_backbone("inception_v3", (299, 299), min_side=75)
 def inception_v3(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
     from keras.applications import inception_v3 as app
 
     return _keras("inception_v3", app.InceptionV3, app.preprocess_input, weights, size, seed, where)
 
 
-@register_backbone("mobilenet_v2", "MobileNetV2 (1280-d, fast)", (224, 224), min_side=32)
+@register_backbone("mobilenet_v2", (224, 224), min_side=32)
 def mobilenet_v2(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
     from keras.applications import mobilenet_v2 as app
 
     return _keras("mobilenet_v2", app.MobileNetV2, app.preprocess_input, weights, size, seed, where)
 
 
-@register_backbone("resnet50", "ResNet50 (2048-d)", (224, 224), min_side=32)
+@register_backbone("resnet50", (224, 224), min_side=32)
 def resnet50(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
     from keras.applications import resnet50 as app
 
     return _keras("resnet50", app.ResNet50, app.preprocess_input, weights, size, seed, where)
 
 
-@register_backbone("vgg16", "VGG16 (512-d)", (224, 224), min_side=32)
+@register_backbone("vgg16", (224, 224), min_side=32)
 def vgg16(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
     from keras.applications import vgg16 as app
 
@@ -164,9 +163,10 @@ def _keras(name: str, app: Callable[..., Any], preprocess: Callable[[Any], Any],
 
 # -- the others ----------------------------------------------------------------------------------
 
-@register_backbone("raw", "the resized pixels themselves, for heads that learn from frames (conv3d)", (64, 64))
+@register_backbone("raw", (64, 64))
 def raw(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
-    """Pixels scaled to [0, 1] and flattened: [N, H*W*3]. The head reshapes them back to frames."""
+    """Pixels scaled to [0, 1] and flattened: [N, H*W*3], for heads that learn from frames end to end
+    (conv3d reshapes them back to frames)."""
     dim = size[0] * size[1] * 3
 
     def embed(frames: np.ndarray) -> np.ndarray:
@@ -187,8 +187,7 @@ def _interpreter(path: Path) -> Any:
     return Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
 
 
-@register_backbone("tflite", "any TFLite feature extractor (weights: PATH)", (224, 224),
-                   needs_weights_file=True, size_from_model=True)
+@register_backbone("tflite", (224, 224), needs_weights_file=True, size_from_model=True)
 def tflite(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
     """Any TFLite feature extractor: input size and dtype are read from the model, output dequantized.
 

@@ -130,4 +130,6 @@ def native_stderr_logged(event: str) -> Iterator[None]:
 def import_tensorflow() -> None:
     """Import TensorFlow with its runtime's stderr notes logged as events (commands that use it call this first)."""
     with native_stderr_logged("tensorflow_native"):
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # CUDA reports what it finds (or not) now, into the log

@@ -15,7 +15,7 @@ from monitor.model.bundle import BackboneSpec
 
 @pytest.fixture
 def mean_colour():
-    @register_backbone("mean_colour", "the mean colour of a frame (a test's)", (8, 12), min_side=4)
+    @register_backbone("mean_colour", (8, 12), min_side=4)
     def mean_colour(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
         return Backbone("mean_colour", size, 3, lambda frames: frames.mean(axis=(1, 2)).astype(np.float32))
 
