@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     checked, shard = check_site(args.cameras), parse_shard(args.shard) if args.shard else None
     import_tensorflow()
-    daemon = Daemon(checked, shard)
+    daemon = Daemon.for_site(checked, shard)
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())  # handlers belong to the main thread
     summary = daemon.run(stop_on_signals(), args.duration)
     print(f"violations this run: {dict(summary.violations) or 'none'}")

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -33,7 +34,7 @@ CLIP_FPS = 12.0
 CLIP_SIZE = (240, 320)
 CLIPS_PER_CLASS = 16  # per camera
 CLIP_FRAMES = 30  # 2.5 s: each training clip holds a few windows
-RULES = {"rules": [
+RULES: dict[str, list[dict[str, Any]]] = {"rules": [
     {"id": "person-fell", "title": "A person fell on the production floor", "severity": "critical",
      "when": {"action": "fall", "min_confidence": 0.6, "for_windows": 2}, "cooldown": "10s"},
     {"id": "waving-in-cleanroom", "title": "Arm waving near open product (shedding risk)", "severity": "minor",
@@ -130,8 +131,8 @@ def run_demo(root: Path, duration: float | None, rebuild: bool = False, stop: th
         build_demo_site(root)
     checked = check_site(site_path)
     upgrade(checked.site.database_url)  # the demo's own fresh SQLite file
-    daemon = Daemon(checked)
-    port = daemon.site.config.metrics.port
+    daemon = Daemon.for_site(checked)
+    port = checked.site.config.metrics.port
     print(f"watching {len(daemon.sources)} cameras, metrics on http://127.0.0.1:{port}/metrics, "
           f"{'Ctrl-C to stop' if duration is None else f'for {duration:g} s'}", flush=True)
     summary = daemon.run(stop or threading.Event(), duration)

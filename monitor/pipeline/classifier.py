@@ -40,5 +40,5 @@ class Classifier:
         if not windows:
             return []
         probs = self.probabilities(np.stack([w.features for w in windows]))
-        return [Prediction(w.camera, w.t0, w.t1, w.mono, dict(zip(self.labels, map(float, p))))
-                for w, p in zip(windows, probs)]
+        return [Prediction(w.camera, w.t0, w.t1, w.mono, dict(zip(self.labels, map(float, p), strict=True)))
+                for w, p in zip(windows, probs, strict=True)]

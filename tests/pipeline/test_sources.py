@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,16 +46,16 @@ class Recorder:
 
 def play(location: Path, until: Callable[[Recorder], bool] | None = None, **settings) -> Recorder:
     """Play a file camera until it ends by itself (or, with `until`, until that holds), with a generous ceiling."""
-    rec, stop = Recorder(), threading.Event()
-    source = CameraSource(SourceSettings("cam", str(location), False, (75, 75), **settings), rec.hooks(), stop)
+    rec = Recorder()
+    source = CameraSource(SourceSettings("cam", str(location), False, (75, 75), **settings), rec.hooks())
     source.start()
     try:
         if until is None:
-            source.join(60)  # a file without `loop` ends by itself
+            wait_until(lambda: not source.running, 60, f"{location.name} to play to its end")
         else:
             wait_until(lambda: until(rec), 60, f"{location.name}: the frames asked for")
     finally:
-        stop.set()
+        source.stop()
         source.join(5)
     return rec
 
@@ -74,12 +73,12 @@ def test_a_file_plays_at_its_native_rate_like_a_camera(clip):
 def test_realtime_false_reads_as_fast_as_possible(tmp_path):
     """A minute of video (30 frames, one every 2 s) is read whole well before a paced read could end."""
     minute = write_clip(tmp_path / "minute.mp4", "idle", n_frames=30, fps=0.5)
-    rec, stop = Recorder(), threading.Event()
+    rec = Recorder()
     source = CameraSource(SourceSettings("cam", str(minute), False, (75, 75), sample_fps=0.5, realtime=False),
-                          rec.hooks(), stop)
+                          rec.hooks())
     source.start()
     source.join(30)  # half the video's length: a paced read would have 15 frames by then
-    stop.set()
+    source.stop()
     assert len(rec.frames) == 30 and rec.ups == [True, False]
 
 

@@ -134,7 +134,7 @@ def assert_bundle_runs_and_predicts(out: Path, result: TrainResult, small_data: 
     clip = next((small_data / "fall").glob("*.mp4"))
     site = write_site(tmp_path / "site", out, [{"id": "cam", "url": str(clip)}], rules={"rules": []})
     daemon = RunningDaemon(site).daemon
-    assert daemon.classifier.labels == ["fall", "idle", "walk"]
+    assert daemon.pipeline.analysis.classifier.labels == ["fall", "idle", "walk"]
     # predict loads it
     assert main(["predict", str(out), str(clip), "--top-k", "2"]) == 0
     assert str(clip) in capsys.readouterr().out
