@@ -13,8 +13,9 @@ from support.databases import PG_HOST, PG_PORT, Db, pg_admin, pg_url
 from support.sites import write_tiny_bundle
 
 # What a test needs, as markers (registered in pyproject.toml). `fast` is everything that needs none of
-# HEAVY: `python -m pytest -m fast` is the quick tier (README, "Development").
-HEAVY = ("tf", "rtsp", "prometheus", "browser", "slow")
+# HEAVY (no TensorFlow, no server, no browser, nothing slow): `python -m pytest -m fast` is the quick tier
+# (README, "Development"); the SQLite twins of the PostgreSQL tests are in it.
+HEAVY = ("tf", "rtsp", "postgres", "prometheus", "browser", "slow")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

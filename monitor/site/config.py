@@ -1,7 +1,9 @@
 """The site configuration (site.yaml): one pydantic schema validated up front.
 
-Relative paths are resolved against the directory of site.yaml. Secrets come from the
-environment through `${VAR}` and are never logged: see `monitor.ops.logs.redact_url`.
+Each field's `description` is the one explanation of its key: README's configuration reference and
+`har-monitor config schema site` are generated from them. Relative paths are resolved against the
+directory of site.yaml. Secrets come from the environment through `${VAR}` and are never logged:
+see `monitor.ops.logs.redact_url`.
 """
 
 from __future__ import annotations

@@ -265,6 +265,7 @@ def test_blur_boxes_changes_the_face_and_nothing_else():
     assert changed.any() and not (changed & ~allowed).any(), "pixels outside the enlarged boxes are untouched"
 
 
+@pytest.mark.slow  # face detection over a real clip: seconds of CPU
 def test_blur_faces_blurs_every_stored_frame(tmp_path):
     name, index, width, boxes = find_face()
     frames = list(clip_frames(name, 3.0))

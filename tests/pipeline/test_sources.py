@@ -83,9 +83,10 @@ def test_realtime_false_reads_as_fast_as_possible(tmp_path):
 
 
 def test_loop_restarts_the_file_and_keeps_time_going(clip):
-    rec = play(clip, until=lambda r: len(r.frames) >= 20, sample_fps=4.0, loop=True)
+    rec = play(clip, until=lambda r: len(r.frames) >= 20, sample_fps=4.0, loop=True, realtime=False)
     assert len(rec.frames) >= 20, "more than two passes of the 2 s clip at 4 fps"
     assert np.all(np.diff([f.mono for f in rec.frames]) > 0), "time goes on across loops"
+    assert rec.ups[:1] == [True] and False not in rec.ups[:-1], "a loop is not a reconnect: the camera stays up"
 
 
 def test_corrupt_packets_are_counted_and_skipped(clip, tmp_path):
