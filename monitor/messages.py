@@ -66,3 +66,9 @@ class ViolationEvent:
     mono: float  # capture time of the frame that caused this event
     labels: dict[str, str] = field(default_factory=dict)  # the rule's free-form labels
     rules_hash: str = ""  # the rule set in force when the episode opened
+    # closed events: (window end time, confidence of the rule's action) from the windows that opened the
+    # episode to its end; at most MAX_TRACE points, evenly thinned (QA's confidence timeline)
+    trace: tuple[tuple[float, float], ...] = ()
+
+
+MAX_TRACE = 600

@@ -38,6 +38,7 @@ from monitor.pipeline.framequeue import FrameQueues
 from monitor.pipeline.sources import CameraSource, SourceHooks
 from monitor.pipeline.windows import WindowBuffers
 from monitor.record.db import SchemaOutdated, check_schema, shown_url
+from monitor.record.rulesets import remember_ruleset
 from monitor.record.writer import Provenance, StoreWriter
 from monitor.rules import RuleEngine, RuleSet, load_rules
 from monitor.site.check import CheckedSite, source_settings
@@ -220,6 +221,7 @@ class Daemon:
             self.metrics.rules_reloads.labels("error").inc()
             log.error(kv(event="rules_reload_refused", running=self.ruleset.hash, problems="; ".join(err.problems)))
             return False
+        remember_ruleset(self.writer.engine, ruleset.hash, ruleset.text)  # QA's console shows the text in force
         with self._rules_lock:
             self._new_rules = ruleset
         self.metrics.rules_reloads.labels("ok").inc()
@@ -271,6 +273,7 @@ class Daemon:
         shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
         self.writer.thread.start()
+        remember_ruleset(self.writer.engine, self.ruleset.hash, self.ruleset.text)
         if self.evidence and self.site.config.evidence.retention_days:
             threading.Thread(target=self._prune_evidence, name="evidence-retention", daemon=True).start()
         self.embedder.warm_up()

@@ -100,3 +100,10 @@ chain_heads = sa.Table(  # the last row of each chain: a deleted last row is cau
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("row_hash", sa.String(64), nullable=False),
 )
+
+rule_sets = sa.Table(  # the text of every rule set the daemon ran, by the hash each violation records (append-only)
+    "rule_sets", metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
+)

