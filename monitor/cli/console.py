@@ -46,9 +46,9 @@ def settings(args: argparse.Namespace):
     from monitor.console.queries import Scope
     from monitor.console.tryclip import find_bundles
 
-    common = dict(idle_seconds=_duration(args.idle_timeout, "--idle-timeout"),
-                  absolute_seconds=_duration(args.session_lifetime, "--session-lifetime"),
-                  max_upload_bytes=max(1, args.max_upload_mb) << 20)
+    common = {"idle_seconds": _duration(args.idle_timeout, "--idle-timeout"),
+              "absolute_seconds": _duration(args.session_lifetime, "--session-lifetime"),
+              "max_upload_bytes": max(1, args.max_upload_mb) << 20}
     if args.db:
         return Settings(args.db, args.evidence_dir, Scope(None, {}), bundles=find_bundles(args.models), **common)
     from monitor.site.config import load_site

@@ -82,7 +82,7 @@ class User:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
 
 
-class NotSignedIn(Exception):
+class NotSignedInError(Exception):
     """No live session: a page redirects to the sign-in page, a file or a form gets 401."""
 
 
@@ -106,15 +106,15 @@ class Console:
         return self.sessions.get(request.cookies.get(COOKIE))
 
     async def user(self, request: Request, role: str = "viewer") -> User:
-        """The signed-in user, with at least `role`; NotSignedIn or 403 otherwise. Their row is read
+        """The signed-in user, with at least `role`; NotSignedInError or 403 otherwise. Their row is read
         on every request, so a disabled account or a changed role counts at once."""
         session = self.session(request)
         if session is None or session.user is None:
-            raise NotSignedIn
+            raise NotSignedInError
         row = await run_in_threadpool(self._user_row, session.user)
         if row is None or row.disabled:
             self.sessions.drop_user(session.user)
-            raise NotSignedIn
+            raise NotSignedInError
         user = User(row.name, row.printed_name, row.role if row.role in ROLE_RANK else "viewer")
         request.state.session, request.state.user = session, user
         if not user.may(role):
@@ -230,7 +230,7 @@ def create_app(settings: Settings) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(_Headers)],
-                    exception_handlers={NotSignedIn: _not_signed_in, HTTPException: _http_error})
+                    exception_handlers={NotSignedInError: _not_signed_in, HTTPException: _http_error})
     app.state.console = console
     log.info(kv(event="console_ready", database=shown_url(settings.database_url),
                 evidence=str(settings.evidence_dir or "-"), site=settings.scope.site or "*"))

@@ -70,7 +70,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[int], width: int = 720, he
     out = [f'<svg class="chart bars" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
            f'<text class="tick" x="{left - 4}" y="{top + 8}" text-anchor="end">{top_value}</text>',
            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{height - bottom}" y2="{height - bottom}"/>']
-    for i, (label, v) in enumerate(zip(labels, values)):
+    for i, (label, v) in enumerate(zip(labels, values, strict=True)):
         h = (height - top - bottom) * v / top_value
         x = left + i * slot
         out.append(f'<rect class="bar" x="{x + 1:.1f}" y="{height - bottom - h:.1f}" width="{max(slot - 2, 1):.1f}" '

@@ -26,10 +26,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from monitor.console import charts, queries
-from monitor.console.app import Console, NotSignedIn, User
+from monitor.console.app import Console, NotSignedInError, User
 from monitor.console.evidence import KINDS
-from monitor.console.queries import BadFilter
-from monitor.console.tryclip import BadClip
+from monitor.console.queries import BadFilterError
+from monitor.console.tryclip import BadClipError
 from monitor.errors import UserError
 from monitor.fileio import sha256_file
 from monitor.record import ledger, review
@@ -117,7 +117,7 @@ async def logout(request: Request) -> Response:
 def _filters(request: Request) -> queries.Filters:
     try:
         return queries.Filters.parse(request.query_params)
-    except BadFilter as exc:
+    except BadFilterError as exc:
         raise HTTPException(400, str(exc)) from None
 
 
@@ -233,7 +233,7 @@ async def evidence_file(request: Request) -> Response:
     c = _console(request)
     try:
         await c.user(request)
-    except NotSignedIn:
+    except NotSignedInError:
         return Response("Sign in first.", status_code=401)
     vid, kind = _vid(request), request.path_params["kind"]
     if kind not in KINDS:
@@ -263,7 +263,7 @@ async def audit_trail(request: Request) -> Response:
     await c.user(request)
     try:
         filters = queries.AuditFilters.parse(request.query_params)
-    except BadFilter as exc:
+    except BadFilterError as exc:
         raise HTTPException(400, str(exc)) from None
     rows, total, kinds = await run_in_threadpool(c.read, lambda conn: queries.audit_trail(conn, filters, c.scope))
     return c.render(request, "audit.html", rows=rows, total=total, kinds=kinds, f=filters,
@@ -291,7 +291,7 @@ async def export_csv(request: Request) -> Response:
     c = _console(request)
     try:
         user = await c.user(request)
-    except NotSignedIn:
+    except NotSignedInError:
         return Response("Sign in first.", status_code=401)
     filters = _filters(request)
     found = await run_in_threadpool(c.read, lambda conn: queries.export(conn, filters, c.scope))
@@ -342,7 +342,7 @@ async def latest_frame(request: Request) -> Response:
     c = _console(request)
     try:
         await c.user(request)
-    except NotSignedIn:
+    except NotSignedInError:
         return Response("Sign in first.", status_code=401)
     camera = request.path_params["camera"]
     known = {cam for cam, _, _ in c.settings.cameras}
@@ -399,7 +399,7 @@ async def try_clip(request: Request) -> Response:
                 result = await run_in_threadpool(c.predictor.run, bundle, path, top_k)
                 if keep:
                     kept = await run_in_threadpool(_keep, c, user, path, upload.filename, result)
-            except BadClip as exc:
+            except BadClipError as exc:
                 error = "; ".join(exc.problems)
     chart = charts.line_chart(result.series(), "seconds into the clip", "probability",
                               title="top actions over time") if result and len(result.times) > 1 else None
@@ -413,14 +413,14 @@ async def _save(upload: UploadFile, path: Path, limit: int) -> None:
         while chunk := await upload.read(1 << 20):
             size += len(chunk)
             if size > limit:
-                raise BadClip(f"the file is larger than {limit >> 20} MB")
+                raise BadClipError(f"the file is larger than {limit >> 20} MB")
             out.write(chunk)
 
 
 def _keep(c: Console, user: User, path: Path, name: str, result) -> str:
     """Keep a tried clip, as the user asked: under the evidence folder, with an audit event."""
     if c.settings.evidence_dir is None:
-        raise BadClip("no evidence folder is configured: the clip cannot be kept")
+        raise BadClipError("no evidence folder is configured: the clip cannot be kept")
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     target = c.settings.evidence_dir / "_tried" / day / f"{uuid.uuid4()}{path.suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ PAGE_SIZE = 50
 AUDIT_PAGE_SIZE = 100
 
 
-class BadFilter(ValueError):
+class BadFilterError(ValueError):
     """A filter value that cannot mean anything (the page says which)."""
 
 
@@ -37,7 +37,7 @@ def _date(text: str, name: str, end: bool = False) -> datetime:
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise BadFilter(f"{name}: '{text}' is not a date (YYYY-MM-DD)") from None
+        raise BadFilterError(f"{name}: '{text}' is not a date (YYYY-MM-DD)") from None
     start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
     return start + timedelta(days=1) if end else start
 
@@ -64,14 +64,14 @@ class Filters:
         try:
             values["page"] = max(1, int(values.get("page", 1)))
         except ValueError:
-            raise BadFilter(f"page: '{values['page']}' is not a number") from None
+            raise BadFilterError(f"page: '{values['page']}' is not a number") from None
         filters = cls(**values)
         filters.time_range()  # refuse a bad date or duration now
         for name, allowed in (("severity", SEVERITIES), ("status", STATUSES), ("sort", tuple(SORTS)),
                               ("disposition", (*DISPOSITIONS, UNSIGNED))):
             value = getattr(filters, name)
             if value and value not in allowed:
-                raise BadFilter(f"{name}: '{value}' is not one of {', '.join(allowed)}")
+                raise BadFilterError(f"{name}: '{value}' is not one of {', '.join(allowed)}")
         return filters
 
     def time_range(self) -> tuple[datetime | None, datetime | None]:
@@ -82,7 +82,7 @@ class Filters:
                 seconds = parse_duration(self.since)
                 back = datetime.now(timezone.utc) - timedelta(seconds=seconds)
             except (ValueError, OverflowError):
-                raise BadFilter(f"since: '{self.since}' is not a duration (24h, 7d)") from None
+                raise BadFilterError(f"since: '{self.since}' is not a duration (24h, 7d)") from None
             lo = max(lo, back) if lo else back
         return lo, hi
 
@@ -302,7 +302,7 @@ class AuditFilters:
         try:
             values["page"] = max(1, int(values.get("page", 1)))
         except ValueError:
-            raise BadFilter(f"page: '{values['page']}' is not a number") from None
+            raise BadFilterError(f"page: '{values['page']}' is not a number") from None
         filters = cls(**values)
         filters.conditions()
         return filters

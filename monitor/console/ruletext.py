@@ -46,7 +46,7 @@ def _rules_in(yaml_text: str) -> list[tuple[dict, str]]:
         return []
     items = next((v.value for k, v in node.value if k.value == "rules" and isinstance(v, yaml.SequenceNode)), [])
     out = []
-    for item, rule in zip(items, data["rules"]):
+    for item, rule in zip(items, data["rules"], strict=False):
         if isinstance(rule, dict):  # from the start of its line: "- " and the indentation belong to it
             line_start = yaml_text.rfind("\n", 0, item.start_mark.index) + 1
             out.append((rule, textwrap.dedent(yaml_text[line_start:item.end_mark.index]).rstrip()))

@@ -28,7 +28,7 @@ MAX_THUMBNAILS = 24
 THUMB_WIDTH = 200
 
 
-class BadClip(UserError):
+class BadClipError(UserError):
     """The file cannot be tried (type, length, or not decodable): the page says why."""
 
 
@@ -44,7 +44,7 @@ class TryResult:
     seconds: float  # time taken
 
     def series(self) -> list[tuple[str, list[tuple[float, float]]]]:
-        return [(label, [(t, float(p)) for t, p in zip(self.times, self.probs[:, self.labels.index(label)])])
+        return [(label, [(t, float(p)) for t, p in zip(self.times, self.probs[:, self.labels.index(label)], strict=True)])
                 for label in self.top]
 
 
@@ -69,7 +69,7 @@ class Predictor:
 
     def run(self, bundle_name: str, clip: Path, top_k: int = 3) -> TryResult:
         if bundle_name not in self.bundles:
-            raise BadClip(f"model bundle '{bundle_name}' is not one of {', '.join(self.bundles) or 'none'}")
+            raise BadClipError(f"model bundle '{bundle_name}' is not one of {', '.join(self.bundles) or 'none'}")
         kind = check_clip(clip)
         with self._lock:
             started = time.monotonic()
@@ -97,27 +97,27 @@ class Predictor:
 
 
 def check_clip(path: Path) -> str:
-    """'video' or 'image'; BadClip with the reason otherwise."""
+    """'video' or 'image'; BadClipError with the reason otherwise."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
-            raise BadClip("this image cannot be decoded (a damaged file, or not really an image)")
+            raise BadClipError("this image cannot be decoded (a damaged file, or not really an image)")
         return "image"
     if suffix not in VIDEO_SUFFIXES:
-        raise BadClip(f"'{suffix or 'no extension'}' files are not accepted: upload a video "
+        raise BadClipError(f"'{suffix or 'no extension'}' files are not accepted: upload a video "
                       f"({', '.join(sorted(VIDEO_SUFFIXES))}) or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise BadClip("this file has no video stream (audio only?)")
+                raise BadClipError("this file has no video stream (audio only?)")
             seconds = container.duration / av.time_base if container.duration else None
             if seconds is not None and seconds > MAX_SECONDS:
-                raise BadClip(f"the video lasts {seconds:.0f} s: at most {MAX_SECONDS:.0f} s can be tried")
+                raise BadClipError(f"the video lasts {seconds:.0f} s: at most {MAX_SECONDS:.0f} s can be tried")
             for _ in container.decode(video=0):
                 return "video"
     except av.FFmpegError as exc:
-        raise BadClip(f"this video cannot be decoded ({exc.strerror or type(exc).__name__})") from None
-    raise BadClip("this video has no decodable frame")
+        raise BadClipError(f"this video cannot be decoded ({exc.strerror or type(exc).__name__})") from None
+    raise BadClipError("this video has no decodable frame")
 
 
 def _frames(clip: Path, kind: str, size: tuple[int, int], fps: float) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -128,9 +128,9 @@ def _frames(clip: Path, kind: str, size: tuple[int, int], fps: float) -> tuple[n
         return model, [cv2.resize(rgb, reduced_size(rgb.shape[1], rgb.shape[0], THUMB_WIDTH), interpolation=cv2.INTER_AREA)]
     frames = read_frames(str(clip), size, fps)
     if not len(frames):
-        raise BadClip("this video has no decodable frame")
+        raise BadClipError("this video has no decodable frame")
     if len(frames) > MAX_SECONDS * fps + 1:
-        raise BadClip(f"the video lasts more than {MAX_SECONDS:.0f} s: at most {MAX_SECONDS:.0f} s can be tried")
+        raise BadClipError(f"the video lasts more than {MAX_SECONDS:.0f} s: at most {MAX_SECONDS:.0f} s can be tried")
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         w, h = reduced_size(stream.codec_context.width, stream.codec_context.height, THUMB_WIDTH)
