@@ -13,6 +13,7 @@ also manages users.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -100,6 +101,7 @@ class Console:
         self.predictor = Predictor(settings.bundles)
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.globals["site_name"] = settings.site_name or "har-monitor"
+        self.templates.env.filters["change"] = shown_change
 
     # -- who is asking ----------------------------------------------------------------------------
     def session(self, request: Request) -> Session | None:
@@ -163,6 +165,17 @@ class Console:
     def set_cookie(self, request: Request, response: Response, session: Session) -> None:
         response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path="/",
                             secure=request.url.scheme == "https")
+
+
+def shown_change(text: str) -> str:
+    """An audit event's JSON as a page shows it: a confidence trace is summed up, not listed point by point."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, dict) and isinstance(value.get("trace"), list):
+        value["trace"] = f"{len(value['trace'])} points (the timeline above)"
+    return json.dumps(value, sort_keys=True)
 
 
 def _static_path(request: Request) -> bool:

@@ -66,7 +66,7 @@ def disable_user(conn: sa.Connection, name: str, reason: str, actor: str | None 
         raise UserError(f"user '{name}' does not exist")
     conn.execute(users.update().where(users.c.name == name).values(disabled=True))
     audit(conn, f"user:{name}:disabled:{uuid.uuid4()}", None, actor or _os_actor(), "user_disabled",
-          {"disabled": bool(row.disabled)}, {"disabled": True}, reason)
+          {"disabled": bool(row.disabled)}, {"user": name, "disabled": True}, reason)
 
 
 def authenticate(conn: sa.Connection, name: str, password: str) -> sa.Row:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -256,3 +257,72 @@ def test_no_secret_in_pages_cookies_or_logs(record, console, reviewer):
         assert secret not in text and secret not in cookies and secret not in console.log_text(), secret
     assert session_id not in text and session_id not in console.log_text()
     assert "event=console_request" in console.log_text(), "the log is there to look in"
+
+
+def test_try_a_clip_shows_top_actions_over_time_and_keeps_only_what_is_asked(record, console, reviewer, tmp_path):
+    import tempfile
+
+    from monitor.demo import synthetic
+
+    if record.backend != "sqlite":
+        pytest.skip("the model does not depend on the store: tried on one")
+    context, _ = reviewer
+    page = context.new_page()
+    clip, image = tmp_path / "wave.mp4", tmp_path / "still.png"
+    synthetic.write_video(clip, synthetic.render_clip("wave", 40, (120, 160), 1, fps=10), 10)  # 4 s
+    import cv2
+
+    cv2.imwrite(str(image), synthetic.render_clip("idle", 1, (120, 160), 2)[0])
+    page.goto(f"{console.base}/try")
+    page.set_input_files("input[name=clip]", str(clip))
+    page.select_option("select[name=bundle]", "tiny")
+    page.click("#try-form button[type=submit]")
+    page.wait_for_selector("#try-result", timeout=180_000)  # the first try loads TensorFlow and the model
+    assert page.locator("#try-result svg polyline").count() == 3, "the top 3 actions over time"
+    assert page.locator("#try-result .frames img").count() >= 10 and "Kept as" not in page.locator("main").inner_text()
+    shot(page, "try", record.backend)
+    leftovers = list(Path(tempfile.gettempdir()).glob("har-console-try-*"))
+    assert not leftovers and not (record.evidence / "_tried").exists(), "nothing kept unless asked"
+
+    (tmp_path / "notes.mp4").write_text("not a video at all")
+    for bad, says in ((tmp_path / "notes.mp4", "cannot be decoded"), (tmp_path / "rules.txt", "files are not accepted")):
+        bad.touch()
+        page.goto(f"{console.base}/try")
+        page.set_input_files("input[name=clip]", str(bad))
+        page.click("#try-form button[type=submit]")
+        assert says in page.locator("p.error").inner_text()
+
+    page.goto(f"{console.base}/try")
+    page.set_input_files("input[name=clip]", str(image))
+    page.check("input[name=keep]")
+    page.click("#try-form button[type=submit]")
+    page.wait_for_selector("#try-result")
+    kept = re.search(r"Kept as (\S+)\.", page.locator("#try-result").inner_text()).group(1)
+    assert (record.evidence / kept).read_bytes() == image.read_bytes()
+    assert any(kept in e["new"] and e["actor"] == "rita" for e in audit_rows(record.url, what="clip_kept"))
+    page.close()
+
+
+def test_an_admin_adds_and_disables_users_with_an_audit_trail(browser, record, console):
+    _, b = browser
+    admin = b.new_context()
+    page = sign_in(admin, console.base, "ada")
+    page.goto(f"{console.base}/users")
+    add = page.locator("form", has=page.locator("input[name=action][value=add]"))
+    add.locator("input[name=name]").fill(f"otto-{record.backend}")
+    add.locator("input[name=printed_name]").fill("Otto Operator")
+    add.locator("select[name=role]").select_option("reviewer")
+    add.locator("input[name=password]").fill(PASSWORD)
+    add.locator("button").click()
+    assert "User otto" in page.locator(".flash").inner_text()
+    otto = b.new_context()
+    sign_in(otto, console.base, f"otto-{record.backend}")
+    row = page.locator("tr", has_text=f"otto-{record.backend}")
+    row.locator("input[name=reason]").fill("left the company")
+    row.locator("button").click()
+    assert "disabled" in page.locator("tr", has_text=f"otto-{record.backend}").inner_text()
+    assert otto.request.get(f"{console.base}/", max_redirects=0).status in (303, 401), "signed out at once"
+    actors = {e["what"]: e["actor"] for e in audit_rows(record.url) if f"otto-{record.backend}" in e["new"]}
+    assert actors == {"user_added": "ada", "user_disabled": "ada"}
+    otto.close()
+    admin.close()
