@@ -70,5 +70,9 @@ class ViolationEvent:
     # episode to its end; at most MAX_TRACE points, evenly thinned (QA's confidence timeline)
     trace: tuple[tuple[float, float], ...] = ()
 
+    def __post_init__(self) -> None:  # read back from the spool's JSON as lists: the same trace
+        if not isinstance(self.trace, tuple) or any(not isinstance(p, tuple) for p in self.trace):
+            object.__setattr__(self, "trace", tuple((float(t), float(c)) for t, c in self.trace))
+
 
 MAX_TRACE = 600

@@ -27,8 +27,9 @@ def record_ruleset(conn: sa.Connection, hash: str, text: str) -> bool:
     """Store a rule set's text under its hash; False when that hash is stored already."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     done = conn.execute(insert(rule_sets).values(hash=hash, text=text, first_seen=datetime.now(timezone.utc))
-                        .on_conflict_do_nothing(index_elements=["hash"]))  # two shards may start at once
-    return bool(done.rowcount)
+                        .on_conflict_do_nothing(index_elements=["hash"])  # two shards may start at once
+                        .returning(rule_sets.c.hash))
+    return done.first() is not None
 
 
 def stored_ruleset(conn: sa.Connection, hash: str) -> sa.Row | None:
