@@ -328,6 +328,7 @@ def test_prune_deletes_old_evidence_only(tmp_path):
 
 def test_each_camera_has_a_recent_latest_jpg_for_the_console(tmp_path):
     rec = EvidenceRecorder(tmp_path, pre_roll=1.0, post_roll=1.0, fps=5.0, width=160, latest_every=2.0)
+    rec.start()
     latest = tmp_path / "line-4" / "latest.jpg"
     for i in range(10):  # 2 s of frames: grey levels 0, 25, ...
         rec.add_frame("line-4", BASE + i / 5, np.full((120, 200, 3), 25 * i, np.uint8))

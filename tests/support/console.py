@@ -77,6 +77,7 @@ def fill_record(rec: Record, rules_file: Path) -> None:
     writer.thread.start()
     recorder = EvidenceRecorder(rec.evidence, pre_roll=2, post_roll=2, fps=5, width=160, latest_every=1.0,
                                 on_written=lambda ev: writer.put_evidence(ev.episode_id, ev.as_record(rec.evidence)))
+    recorder.start()
     rules = RuleEngine(ruleset, CAMERAS)
     fps = 10.0
     frames = {cam: synthetic.render_scene(SCENE[cam], fps, (120, 160), seed=3 + i) for i, cam in enumerate(CAMERAS)}
