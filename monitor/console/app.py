@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -113,7 +114,7 @@ class Console:
         session = self.session(request)
         if session is None or session.user is None:
             raise NotSignedInError
-        row = await run_in_threadpool(self._user_row, session.user)
+        row = await run_in_threadpool(self.user_row, session.user)
         if row is None or row.disabled:
             self.sessions.drop_user(session.user)
             raise NotSignedInError
@@ -123,7 +124,7 @@ class Console:
             raise HTTPException(403, f"This needs the {role} role; {user.name} is a {user.role}.")
         return user
 
-    def _user_row(self, name: str) -> sa.Row | None:
+    def user_row(self, name: str) -> sa.Row | None:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(users).where(users.c.name == name)).first()
 
@@ -205,8 +206,6 @@ def _wants_page(request: Request) -> bool:
 async def _not_signed_in(request: Request, exc: Exception) -> Response:
     if _wants_page(request):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        from urllib.parse import quote
-
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
     return PlainTextResponse("Sign in first.", status_code=401)
 

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from monitor.console import charts, queries
-from monitor.console.app import Console, NotSignedInError, User
+from monitor.console.app import Console, User
 from monitor.console.evidence import KINDS
 from monitor.console.queries import BadFilterError
 from monitor.console.tryclip import BadClipError
@@ -49,7 +49,7 @@ def _redirect(url: str) -> RedirectResponse:
 
 def _safe_next(target: str | None) -> str:
     """Only a path on this site (never //host or https://host) after signing in."""
-    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target or urlsplit(target).netloc:
         return "/"
     return target
 
@@ -83,7 +83,7 @@ async def login(request: Request) -> Response:
         row = await run_in_threadpool(c.read, lambda conn: review.authenticate(conn, name, password))
     except review.AuthError:
         failures = c.throttle.failed(client)
-        known = await run_in_threadpool(c._user_row, name) if name else None
+        known = await run_in_threadpool(c.user_row, name) if name else None
         # a name that is no user is not written down: people type their password there by mistake
         await run_in_threadpool(c.audit, known.name if known else "unknown", "login_failed",
                                 {"user": known.name if known else "", "client": client, "failures": failures},
@@ -231,10 +231,7 @@ async def sign(request: Request) -> Response:
 
 async def evidence_file(request: Request) -> Response:
     c = _console(request)
-    try:
-        await c.user(request)
-    except NotSignedInError:
-        return Response("Sign in first.", status_code=401)
+    await c.user(request)
     vid, kind = _vid(request), request.path_params["kind"]
     if kind not in KINDS:
         raise HTTPException(404, "No such file.")
@@ -289,10 +286,7 @@ async def verify(request: Request) -> Response:
 
 async def export_csv(request: Request) -> Response:
     c = _console(request)
-    try:
-        user = await c.user(request)
-    except NotSignedInError:
-        return Response("Sign in first.", status_code=401)
+    user = await c.user(request)
     filters = _filters(request)
     found = await run_in_threadpool(c.read, lambda conn: queries.export(conn, filters, c.scope))
     out = io.StringIO()
@@ -340,10 +334,7 @@ async def cameras(request: Request) -> Response:
 
 async def latest_frame(request: Request) -> Response:
     c = _console(request)
-    try:
-        await c.user(request)
-    except NotSignedInError:
-        return Response("Sign in first.", status_code=401)
+    await c.user(request)
     camera = request.path_params["camera"]
     known = {cam for cam, _, _ in c.settings.cameras}
     path = c.settings.evidence_dir / camera / "latest.jpg" if c.settings.evidence_dir else None

@@ -33,6 +33,16 @@ class BadFilterError(ValueError):
     """A filter value that cannot mean anything (the page says which)."""
 
 
+def _query_values(cls: type, params: Mapping[str, str]) -> dict:
+    """The non-empty query parameters named as the dataclass's fields; `page` as a number."""
+    values: dict = {f.name: params[f.name].strip() for f in fields(cls) if params.get(f.name, "").strip()}
+    try:
+        values["page"] = max(1, int(values.get("page", 1)))
+    except ValueError:
+        raise BadFilterError(f"page: '{values['page']}' is not a number") from None
+    return values
+
+
 def _date(text: str, name: str, end: bool = False) -> datetime:
     try:
         day = date.fromisoformat(text)
@@ -60,12 +70,7 @@ class Filters:
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> Filters:
-        values = {f.name: params.get(f.name, "").strip() for f in fields(cls) if params.get(f.name, "").strip()}
-        try:
-            values["page"] = max(1, int(values.get("page", 1)))
-        except ValueError:
-            raise BadFilterError(f"page: '{values['page']}' is not a number") from None
-        filters = cls(**values)
+        filters = cls(**_query_values(cls, params))
         filters.time_range()  # refuse a bad date or duration now
         for name, allowed in (("severity", SEVERITIES), ("status", STATUSES), ("sort", tuple(SORTS)),
                               ("disposition", (*DISPOSITIONS, UNSIGNED))):
@@ -185,7 +190,6 @@ class InboxPage:
     rows: list[dict]  # violations rows, plus disposition, status, zone, ended_at, peak_confidence
     total: int  # matching every filter
     counts: dict[str, Counter]  # facet -> value -> violations matching every OTHER filter
-    filters: Filters
 
     @property
     def pages(self) -> int:
@@ -204,7 +208,7 @@ def inbox(conn: sa.Connection, filters: Filters, scope: Scope) -> InboxPage:
         closed = closing.get(r["id"], {})
         r.update(status=_status_of(r["disposition"]), zone=scope.zone_of(r["camera"]),
                  ended_at=closed.get("ended_at"), peak_confidence=closed.get("peak_confidence", r["confidence"]))
-    return InboxPage(rows, total, counts, filters)
+    return InboxPage(rows, total, counts)
 
 
 def _status_of(disposition: str | None) -> str:
@@ -280,11 +284,6 @@ def export(conn: sa.Connection, filters: Filters, scope: Scope, limit: int | Non
     return views(conn, select.limit(limit) if limit else select)
 
 
-def count(conn: sa.Connection, filters: Filters, scope: Scope) -> int:
-    q = _Inbox(filters, scope)
-    return conn.execute(sa.select(sa.func.count()).select_from(q.source).where(*q.conditions())).scalar_one()
-
-
 # -- the audit trail -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -298,12 +297,7 @@ class AuditFilters:
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> AuditFilters:
-        values = {f.name: params.get(f.name, "").strip() for f in fields(cls) if params.get(f.name, "").strip()}
-        try:
-            values["page"] = max(1, int(values.get("page", 1)))
-        except ValueError:
-            raise BadFilterError(f"page: '{values['page']}' is not a number") from None
-        filters = cls(**values)
+        filters = cls(**_query_values(cls, params))
         filters.conditions()
         return filters
 

@@ -62,7 +62,7 @@ audit_events = sa.Table(
     sa.Column("violation_id", sa.String(36), index=True),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("actor", sa.String(64), nullable=False),  # a user name, or "system"
-    sa.Column("what", sa.String(32), nullable=False),  # closed | evidence | reviewed | user_added | user_disabled ...
+    sa.Column("what", sa.String(32), nullable=False, index=True),  # closed | evidence | reviewed | viewed | user_added ...
     sa.Column("old", sa.Text, nullable=False),  # JSON
     sa.Column("new", sa.Text, nullable=False),  # JSON
     sa.Column("why", sa.Text, nullable=False),

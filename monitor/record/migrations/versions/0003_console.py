@@ -20,7 +20,10 @@ def upgrade() -> None:
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
     )
+    # the kind of event: the console's filters, pruned-evidence look-ups and verify's evidence pass
+    op.create_index("ix_audit_events_what", "audit_events", ["what"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_events_what", "audit_events")
     op.drop_table("rule_sets")
