@@ -78,8 +78,8 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     finally:
         engine.dispose()
-    if config.evidence_dir is not None and not config.evidence_dir.is_dir():
-        raise UserError(f"--evidence-dir: {config.evidence_dir} is not a folder")
+    if args.evidence_dir is not None and not args.evidence_dir.is_dir():  # a site's may not exist yet: no evidence so far
+        raise UserError(f"--evidence-dir: {args.evidence_dir} is not a folder")
     app = create_app(config)
     print(f"QA console on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, server_header=False,
