@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from monitor.durations import parse_duration
 from monitor.record.review import DISPOSITIONS, ViolationView, violation_view
@@ -217,17 +218,29 @@ def _status_of(disposition: str | None) -> str:
     return "needs_follow_up" if disposition == "needs_follow_up" else "reviewed"
 
 
-def _counts(conn: sa.Connection, q: _Inbox) -> tuple[dict[str, Counter], int]:
-    """One grouped count over the site and time range; each facet's counts then apply the other filters.
+def _groups(conn: sa.Connection, q: _Inbox) -> dict[tuple, int]:
+    """(camera, rule, severity, newest disposition or None) -> violations, over the site and time range.
 
-    The groups are few (cameras x rules x severities x dispositions), so one query serves every
-    count on the page, however many violations there are.
+    Two grouped counts: every violation, and the signed ones only (an inner join of the few signed
+    with their rows); the unsigned are the difference. Cheaper than joining every violation with its
+    newest signature, and the groups are few however many violations there are.
     """
-    cube = (sa.select(violations.c.camera, violations.c.rule, violations.c.severity, q.meaning, sa.func.count())
-            .select_from(q.source).where(*q.base())
-            .group_by(violations.c.camera, violations.c.rule, violations.c.severity, q.meaning))
+    keys = (violations.c.camera, violations.c.rule, violations.c.severity)
+    every = conn.execute(sa.select(*keys, sa.func.count()).where(*q.base()).group_by(*keys))
+    signed = conn.execute(sa.select(*keys, q.meaning, sa.func.count())
+                          .select_from(violations.join(q.latest, q.latest.c.violation_id == violations.c.id))
+                          .where(*q.base()).group_by(*keys, q.meaning))
+    groups: dict[tuple, int] = {(*key, None): n for *key, n in every}
+    for *key, meaning, n in signed:
+        groups[(*key, meaning)] = n
+        groups[(*key, None)] -= n
+    return groups
+
+
+def _counts(conn: sa.Connection, q: _Inbox) -> tuple[dict[str, Counter], int]:
+    """Each facet's counts under the other filters, and the total under all of them, from _groups."""
     groups = []
-    for camera, rule, severity, meaning, n in conn.execute(cube):
+    for (camera, rule, severity, meaning), n in _groups(conn, q).items():
         groups.append(({"camera": camera, "zone": q.scope.zone_of(camera), "rule": rule, "severity": severity,
                         "status": _status_of(meaning), "disposition": meaning or UNSIGNED}, n))
     wanted = {name: getattr(q.f, name) for name in FACETS}
@@ -251,14 +264,25 @@ def _closing(conn: sa.Connection, ids: list[str]) -> dict[str, dict]:
     return {r.violation_id: json.loads(r.new) for r in rows}
 
 
-def views(conn: sa.Connection, select: sa.Select) -> list[ViolationView]:
+def _without_trace(conn: sa.Connection) -> sa.ColumnElement:
+    """An audit event's JSON, a closing event's confidence trace left out (read and parsed, 600 points
+    per violation would make most of an export's time and size)."""
+    if conn.dialect.name == "postgresql":
+        trimmed = sa.cast(sa.cast(audit_events.c.new, JSONB).op("-")("trace"), sa.Text)
+    else:
+        trimmed = sa.func.json_remove(audit_events.c.new, "$.trace")
+    return sa.case((audit_events.c.what == "closed", trimmed), else_=audit_events.c.new).label("new")
+
+
+def views(conn: sa.Connection, select: sa.Select, traces: bool = True) -> list[ViolationView]:
     """Violations (a select of violations rows) with their audit trails and signatures, as the CLI shows them."""
     rows = [dict(r) for r in conn.execute(select).mappings()]
     if not rows:
         return []
     ids = sa.select(select.subquery().c.id)
     trails: dict[str, list[dict]] = {r["id"]: [] for r in rows}
-    for a in conn.execute(sa.select(audit_events).where(audit_events.c.violation_id.in_(ids))
+    columns = [c if traces or c.name != "new" else _without_trace(conn) for c in audit_events.columns]
+    for a in conn.execute(sa.select(*columns).where(audit_events.c.violation_id.in_(ids))
                           .order_by(audit_events.c.seq)).mappings():
         trails[a["violation_id"]].append({**a, "at": a["at"].isoformat()})
     signed: dict[str, list[dict]] = {r["id"]: [] for r in rows}
@@ -277,11 +301,11 @@ def violation(conn: sa.Connection, violation_id: str, scope: Scope) -> Violation
 
 
 def export(conn: sa.Connection, filters: Filters, scope: Scope, limit: int | None = None) -> list[ViolationView]:
-    """Every violation matching the filters, oldest first (as `violations export`)."""
+    """Every violation matching the filters, oldest first (as `violations export`; confidence traces left out)."""
     q = _Inbox(filters, scope)
     select = (sa.select(violations).select_from(q.source).where(*q.conditions())
               .order_by(violations.c.started_at, violations.c.seq))
-    return views(conn, select.limit(limit) if limit else select)
+    return views(conn, select.limit(limit) if limit else select, traces=False)
 
 
 # -- the audit trail -------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ wall-clock deadline passes: a camera may go down) ONE writer thread writes
 atomically (temp file in the same directory, fsync, `os.replace`, fsync of the directory), hashes
 both (SHA-256) and reports an `Evidence` record to `on_written`. The same thread also refreshes
 
-    <directory>/<camera>/latest.jpg                              the camera's newest frame, every `latest_every` s
+    <directory>/<camera>/latest.jpg                              the newest reduced frame, every `latest_every` s
 
-(atomically too, not fsync'd: a live view for QA's console, not evidence) from the ring buffer. Nothing here blocks a camera thread
-on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are blurred in
+(atomically too, but not fsync'd: a live view for QA's console, not evidence). Nothing here blocks a
+camera thread on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are blurred in
 every frame before anything reaches the disk.
 
 Memory per camera: the ring holds `ceil((pre_roll + post_roll + 1) * fps) + 1` frames of

@@ -1,4 +1,4 @@
-"""The QA console: rule set texts by hash, and indexes for its inbox, audit trail and trends.
+"""The QA console: rule set texts by hash, and an index on the kind of audit event.
 
 Revision ID: 0003
 Revises: 0001
