@@ -164,11 +164,13 @@ class _Inbox:
             return self.meaning.is_(None) if value == UNSIGNED else self.meaning == value
         return getattr(violations.c, name) == value
 
-    def conditions(self) -> list[sa.ColumnElement]:
-        facets = [self.facet(n, getattr(self.f, n)) for n in FACETS]
-        return self.base() + [c for c in facets if c is not None]
+    def conditions(self, facets: tuple[str, ...] = ()) -> list[sa.ColumnElement]:
+        """The base conditions and those of the filters (of `facets` only, when given)."""
+        chosen = [self.facet(n, getattr(self.f, n)) for n in facets or FACETS]
+        return self.base() + [c for c in chosen if c is not None]
 
     def order(self) -> list[sa.ColumnElement]:
+        """The sort's order (open first is read in two parts: see _page)."""
         newest = [violations.c.started_at.desc(), violations.c.seq.desc()]
         sort = self.f.sort
         if sort == "newest":
@@ -180,7 +182,7 @@ class _Inbox:
             return [rank, *newest]
         if sort == "confidence":
             return [violations.c.confidence.desc(), *newest]
-        return [sa.case((self.meaning.is_(None), 0), else_=1), *newest]  # open first
+        return newest
 
 
 FACETS = ("camera", "zone", "rule", "severity", "status", "disposition")
@@ -200,16 +202,36 @@ class InboxPage:
 def inbox(conn: sa.Connection, filters: Filters, scope: Scope) -> InboxPage:
     q = _Inbox(filters, scope)
     counts, total = _counts(conn, q)
-    select = (sa.select(violations, q.meaning.label("disposition")).select_from(q.source)
-              .where(*q.conditions()).order_by(*q.order())
-              .limit(PAGE_SIZE).offset((filters.page - 1) * PAGE_SIZE))
-    rows = [dict(r) for r in conn.execute(select).mappings()]
+    rows = _page(conn, q, counts["status"]["open"] if filters.status in ("", "open") else 0)
     closing = _closing(conn, [r["id"] for r in rows])
     for r in rows:
         closed = closing.get(r["id"], {})
         r.update(status=_status_of(r["disposition"]), zone=scope.zone_of(r["camera"]),
                  ended_at=closed.get("ended_at"), peak_confidence=closed.get("peak_confidence", r["confidence"]))
     return InboxPage(rows, total, counts)
+
+
+def _page(conn: sa.Connection, q: _Inbox, open_count: int) -> list[dict]:
+    """The page's rows. Open first (the default sort) reads the open ones, newest first, then the signed
+    ones, each on its own along the index on started_at: no sort of every violation by its status."""
+    offset = (q.f.page - 1) * PAGE_SIZE
+    rows = lambda select: [dict(r) for r in conn.execute(select).mappings()]
+    if q.f.sort != "open-first":
+        return rows(sa.select(violations, q.meaning.label("disposition")).select_from(q.source)
+                    .where(*q.conditions()).order_by(*q.order()).limit(PAGE_SIZE).offset(offset))
+    newest = [violations.c.started_at.desc(), violations.c.seq.desc()]
+    found = []
+    if offset < open_count:
+        unsigned = ~sa.exists().where(reviews.c.violation_id == violations.c.id)
+        found = rows(sa.select(violations, sa.null().label("disposition"))
+                     .where(*q.conditions(("camera", "zone", "rule", "severity")), unsigned)
+                     .order_by(*newest).limit(PAGE_SIZE).offset(offset))
+    if len(found) < PAGE_SIZE and q.f.status != "open":
+        signed = violations.join(q.latest, q.latest.c.violation_id == violations.c.id)
+        found += rows(sa.select(violations, q.meaning.label("disposition")).select_from(signed)
+                      .where(*q.conditions()).order_by(*newest)
+                      .limit(PAGE_SIZE - len(found)).offset(max(0, offset - open_count)))
+    return found
 
 
 def _status_of(disposition: str | None) -> str:
