@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
 
 from monitor.cli import main
 from monitor.errors import UserError
 from monitor.site.check import check_site, source_settings
 from monitor.site.config import load_site
+from support.secrets import assert_only_redacted, passwords
 from support.sites import ALWAYS_RULES, write_site
 
 
@@ -182,3 +184,22 @@ def test_rules_hash_changes_with_content(tiny_bundle, tmp_path):
     assert load_rules([path], ["a", "b"], {"anything": ["a", "b"]}).hash != first
     with pytest.raises(UserError, match="duplicate rule id 'always'"):
         load_rules([path, path], ["a", "b"], {"anything": ["a", "b"]})
+
+
+@pytest.fixture
+def rtsp_site(tmp_path, tiny_bundle) -> Path:
+    """A site whose camera's password comes from the environment (CAM_PASS), as a real site's does."""
+    return write_site(tmp_path, tiny_bundle, [{"id": "door", "url": "rtsp://viewer:${CAM_PASS}@127.0.0.1:1/stream",
+                                               "open_timeout_seconds": 2}])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(password=passwords(env=True))
+def test_check_probe_never_shows_a_camera_password(rtsp_site, monkeypatch, capfd, password):
+    """`check --probe` on a camera that cannot be reached: its error names the camera, never the password."""
+    monkeypatch.setenv("CAM_PASS", password)
+    capfd.readouterr()
+    assert main(["check", "--probe", "--cameras", str(rtsp_site)]) == 2
+    out, err = capfd.readouterr()
+    assert f"error: {rtsp_site}:" in err and "cameras[0].url" in err
+    assert_only_redacted(out + err, "rtsp://viewer:***@127.0.0.1:1/stream")
