@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -59,11 +58,11 @@ class Recorder:
 
 
 def play(location: Path, seconds: float | None = None, **settings) -> Recorder:
-    rec, stop = Recorder(), threading.Event()
-    source = CameraSource(SourceSettings("cam", str(location), False, (75, 75), **settings), rec.hooks(), stop)
+    rec = Recorder()
+    source = CameraSource(SourceSettings("cam", str(location), False, (75, 75), **settings), rec.hooks())
     source.start()
     source.join(seconds if seconds is not None else 30)
-    stop.set()
+    source.stop()
     source.join(5)
     return rec
 
@@ -137,12 +136,12 @@ def test_a_video_too_small_for_any_model_is_down_with_its_reason_and_backs_off(t
     setup_logging("info")
     tiny = write_tiny_video(tmp_path / "tiny.mp4", 1, 1)
     seen: list[str] = []
-    rec, stop = Recorder(), threading.Event()
+    rec = Recorder()
     source = CameraSource(SourceSettings("tiny", str(tiny), False, (75, 75), 5.0, loop=True,
-                                         backoff_initial=0.2, backoff_max=1.6), rec.hooks(), stop)
+                                         backoff_initial=0.2, backoff_max=1.6), rec.hooks())
     source.start()
     wait_until(lambda: log_lines(capsys, seen).count("event=camera_down") >= 4, 60, "four camera_down lines")
-    stop.set()
+    source.stop()
     source.join(5)
     downs = [line for line in "".join(seen).splitlines() if "event=camera_down" in line]
     assert all("1x1" in line and "too small" in line for line in downs), downs[0]
@@ -158,13 +157,12 @@ def test_camera_down_lines_never_show_the_password(capsys, password):
     setup_logging("info")
     capsys.readouterr()
     seen: list[str] = []
-    stop = threading.Event()
     url = f"rtsp://viewer:{password}@127.0.0.1:1/stream"
     source = CameraSource(SourceSettings("door", url, True, (75, 75), 5.0, open_timeout=2, backoff_initial=30,
-                                         backoff_max=30), SourceHooks(frame=lambda f: None), stop)
+                                         backoff_max=30), SourceHooks(frame=lambda f: None))
     source.start()
     wait_until(lambda: "event=camera_down" in log_lines(capsys, seen), 30, "camera_down")
-    stop.set()
+    source.stop()
     source.join(5)
     assert "reason=" in "".join(seen)
     assert_only_redacted("".join(seen), "rtsp://viewer:***@127.0.0.1:1/stream")

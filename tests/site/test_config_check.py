@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 
 from monitor.cli import main
 from monitor.errors import UserError
-from monitor.site.check import check_site, source_settings
+from monitor.pipeline.factory import source_settings
+from monitor.site.check import check_site
 from monitor.site.config import load_site
 from support.secrets import assert_only_redacted, passwords
 from support.sites import ALWAYS_RULES, write_site
