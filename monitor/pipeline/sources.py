@@ -98,7 +98,7 @@ class CameraSource(Worker):
         return super().healthy or self._ended  # a file camera that played once is done, not dead
 
     def run(self) -> None:
-        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.camera)))
+        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.camera)))  # nosec B311  # retry jitter, no secret
         shown = redact_url(self.s.location)
         while not self.stopping.is_set():
             reason = self._connect_once()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from monitor.errors import UserError
 from monitor.pipeline.factory import source_settings
 from monitor.site.check import check_site
 from monitor.site.config import load_site
+from monitor.yamlfile import ALIAS_BUDGET
 from support.secrets import assert_only_redacted, passwords
 from support.sites import ALWAYS_RULES, write_site
 
@@ -119,6 +121,45 @@ def test_corrupt_video_is_refused(site, tmp_path, capsys):
     code, errors = check(site, capsys)
     assert code == 2 and len(errors) == 1
     assert "cameras[0].url" in errors[0] and "corrupt.mp4" in errors[0] and "cannot read video" in errors[0]
+
+
+@pytest.mark.parametrize("width, height", [(1, 1), (160, 8)])
+def test_a_video_too_small_for_the_model_is_refused(site, tmp_path, capsys, width, height):
+    """It would pass as a camera and then show the model nothing: refused up front, naming the url field."""
+    from support.videos import write_tiny_video
+
+    tiny = write_tiny_video(tmp_path / "tiny.mp4", width, height)
+    edit(site, lambda d: d["cameras"][0].update(url=str(tiny)))
+    code, errors = check(site, capsys)
+    assert code == 2
+    assert errors == [f"error: {site}: cameras[0].url: video too small for the model: {width}x{height} "
+                      "(at least 32x32 pixels)"]
+
+
+def test_an_audio_only_file_is_no_camera(site, tmp_path, capsys):
+    from support.videos import write_audio_only
+
+    edit(site, lambda d: d["cameras"][0].update(url=str(write_audio_only(tmp_path / "meeting.mp4"))))
+    assert check(site, capsys) == (2, [f"error: {site}: cameras[0].url: no video stream"])
+
+
+def test_an_alias_bomb_is_refused_at_its_line_in_little_memory(tmp_path):
+    """A few hundred bytes that expand to 387 million strings: one located error, exit 2, little memory."""
+    from support.memory import alias_bomb, run_capped
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("site: x\nmodel: m\ncameras: [{id: a, url: a.mp4}]\nextra: [1, 2, 3]\n")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(plain.read_text() + alias_bomb(9))
+    assert len(bomb.read_bytes()) < 800
+    _, _, baseline = run_capped(["check", "--cameras", str(plain)])
+    code, err, peak = run_capped(["check", "--cameras", str(bomb)])
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    match = re.fullmatch(rf"error: {re.escape(str(bomb))}:(\d+):\d+: invalid YAML: aliases expand to more than "
+                         rf"{ALIAS_BUDGET} nodes \(an alias bomb\?\)\n", err)
+    assert match, err
+    assert "*lol" in bomb.read_text().splitlines()[int(match.group(1)) - 1], "the line of an alias"
+    assert peak < baseline + (100 << 20), f"peak {peak >> 20} MB against {baseline >> 20} MB for a plain file"
 
 
 def test_unknown_rule_action_and_bad_db_url(site, capsys):
