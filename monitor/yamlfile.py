@@ -54,8 +54,9 @@ def read_text(path: Path) -> str:
 def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]]:
     """Parse YAML text read from `path`; return its data and the (line, column), 1-based, of each
     field path (a key's own position for a mapping entry)."""
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # (which already refuses a control character)
         node = loader.get_single_node()
         data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
@@ -64,7 +65,8 @@ def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]
         problem = getattr(exc, "problem", None) or str(exc)
         raise UserError(f"{where}: invalid YAML: {problem}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     marks: dict[tuple, tuple[int, int]] = {}
     if node is not None:
         _index_marks(node, (), marks)
@@ -101,10 +103,13 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        """PyYAML raises ValueError for a date like 2024-13-45 and for an integer of 5000 digits: locate them."""
+        """PyYAML lets other errors out of a value it cannot make (ValueError for the date 2024-13-45 or an
+        integer of 5000 digits, AttributeError for `!!timestamp soon`, KeyError for `!!bool maybe`): locate them."""
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
             raise yaml.constructor.ConstructorError(None, None, f"invalid value: {exc}", node.start_mark) from None
 
     @staticmethod
