@@ -56,7 +56,7 @@ def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]
     field path (a key's own position for a mapping entry)."""
     loader = None
     try:
-        loader = _BoundedLoader(text)  # (which already refuses a control character)
+        loader = _BoundedLoader(text)  # inside the try: its reader already refuses control characters
         node = loader.get_single_node()
         data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:

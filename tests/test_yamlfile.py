@@ -121,3 +121,14 @@ def test_aliases_within_the_budget_are_read():
     assert len(data["cameras"]) == 500 and data["cameras"][499]["stall_seconds"] == 10
     line = next(n for n, text_line in enumerate(text.splitlines(), 1) if "cam-499" in text_line)
     assert marks[("cameras", 499, "id")] == (line, text.splitlines()[line - 1].index("id:") + 1)
+
+
+def test_every_yaml_the_package_reads_goes_through_the_one_reader():
+    """A `yaml.safe_load` elsewhere would read site.yaml, a rule file or model.yaml without these limits."""
+    from support.assets import REPO
+
+    readers = re.compile(r"\byaml\.(?:safe_load|load|full_load|unsafe_load|compose|parse|scan)\w*\(|\bLoader\b")
+    found = [f"{path.relative_to(REPO)}:{n}" for path in sorted((REPO / "monitor").rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if readers.search(line) and path.name != "yamlfile.py"]
+    assert found == [], "read YAML with monitor.yamlfile (parse_yaml, read_yaml, load_model)"

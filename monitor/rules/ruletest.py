@@ -74,7 +74,10 @@ class PredictionSpec(StrictModel):
         return math.floor(span - 1e-9) + 1 if math.isfinite(span) else math.inf
 
     def offsets(self) -> Iterator[float]:
-        return (self.at + k * self.every for k in range(int(self.count()))) if self.every else iter([self.at])
+        """The end times of the windows this line generates, one by one."""
+        if self.every is None:
+            return iter([self.at])
+        return (self.at + k * self.every for k in range(int(self.count())))
 
 
 class ExpectedEpisode(StrictModel):
