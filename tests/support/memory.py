@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 # The child caps its own address space, then becomes `python -m monitor ...`: a regression then fails the
 # test with a MemoryError instead of taking the machine's memory (and other people's tests) with it.
@@ -29,3 +31,16 @@ def alias_bomb(levels: int = 9, key: str = "lol") -> str:
     lines = [f'{key}0: &{key}0 ["{key}", "{key}", "{key}", "{key}", "{key}", "{key}", "{key}", "{key}", "{key}"]']
     lines += [f"{key}{i}: &{key}{i} [" + ", ".join([f"*{key}{i - 1}"] * 9) + "]" for i in range(1, levels)]
     return "\n".join(lines) + "\n"
+
+
+def assert_bomb_refused(command: list[str], plain: Path, bomb: Path) -> None:
+    """`har-monitor COMMAND BOMB` exits 2 with one error at the line of an alias, in little more memory
+    than `COMMAND PLAIN` (a harmless file with a mistake) takes."""
+    _, _, baseline = run_capped([*command, str(plain)])
+    code, err, peak = run_capped([*command, str(bomb)])
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    match = re.fullmatch(rf"error: {re.escape(str(bomb))}:(\d+):\d+: invalid YAML: aliases expand to more than "
+                         r"\d+ nodes \(an alias bomb\?\)\n", err)
+    assert match, err
+    assert "*" in bomb.read_text().splitlines()[int(match.group(1)) - 1], "the line of an alias"
+    assert peak < baseline + (100 << 20), f"peak {peak >> 20} MB against {baseline >> 20} MB for a plain file"
