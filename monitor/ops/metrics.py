@@ -7,6 +7,8 @@ children are created at start-up so that `rate(...) == 0` alerts can fire for a 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +18,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 import monitor
+from monitor.ops.logs import kv
 
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256)
 INFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -80,8 +84,7 @@ class Metrics:
         """
         exposed = self.registry if shard is None else _with_label(self.registry, "shard", shard)
         handler = type("Handler", (_Handler,), {"exposed": exposed, "health": staticmethod(health or (dict))})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), handler)
         threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
         return self._server.server_port
 
@@ -107,6 +110,19 @@ class RuleInfo:
         for labels in self._samples:
             family.add_sample("har_monitor_rule_info", labels, 1.0)
         yield family
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A scraper that hangs up mid-response is no event worth a traceback in the log stream (the
+        default prints one to stderr): one debug line. Anything else: one error line, not 20."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):  # BrokenPipeError, ConnectionResetError, ...
+            log.debug(kv(event="metrics_client_gone", client=client_address[0], error=type(error).__name__))
+        else:
+            log.error(kv(event="metrics_request_failed", client=client_address[0]), exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):

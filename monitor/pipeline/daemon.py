@@ -72,7 +72,7 @@ class Daemon:
         p, cfg = self.pipeline, self.pipeline.site.config
         shard = f"{p.shard[0]}/{p.shard[1]}" if p.shard else None
         port = p.metrics.serve(cfg.metrics.host, cfg.metrics.port, self.health, shard)
-        shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host
+        shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host  # nosec B104  # compares, binds nothing
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
         p.writer.thread.start()
         for stage in (p.evidence, p.retention):

@@ -25,7 +25,15 @@ import numpy as np
 
 from monitor.backoff import Backoff
 from monitor.messages import SampledFrame
-from monitor.model.frames import FrameSampler, open_container, reduced_size, set_decode_threads, to_rgb
+from monitor.model.frames import (
+    FrameSampler,
+    open_container,
+    reduced_size,
+    set_decode_threads,
+    size_problem,
+    to_rgb,
+    video_stream,
+)
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv, redact, redact_url
 
@@ -90,7 +98,7 @@ class CameraSource(Worker):
         return super().healthy or self._ended  # a file camera that played once is done, not dead
 
     def run(self) -> None:
-        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.camera)))
+        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.camera)))  # nosec B311  # retry jitter, no secret
         shown = redact_url(self.s.location)
         while not self.stopping.is_set():
             reason = self._connect_once()
@@ -149,12 +157,15 @@ class CameraSource(Worker):
         pace_start: float | None = None
         while mine():
             with open_container(s.location, s.open_timeout, s.stall_seconds) as container:
-                stream = container.streams.video[0]
+                stream = video_stream(container)
                 set_decode_threads(stream, s.decode_threads)
                 frame_period = 1.0 / float(stream.average_rate or 25)
                 last_t = offset - frame_period
                 for frame in self._frames(container, stream):
                     if not mine():
+                        return
+                    if not self._connected and (problem := size_problem(frame.width, frame.height)):
+                        self._error = problem  # never up: the supervisor backs off instead of retrying at once
                         return
                     now = time.monotonic()
                     # RTSP's first frame often has no timestamp: it follows the previous one

@@ -75,7 +75,9 @@ class EvidenceConfig(StrictModel):
 
 
 class MetricsConfig(StrictModel):
-    host: str = "0.0.0.0"
+    # Unauthenticated: loopback unless the site says otherwise (0.0.0.0 where Prometheus scrapes the pod or
+    # container from outside, e.g. deploy/k8s and deploy/compose set it).
+    host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (tests)
 
 
