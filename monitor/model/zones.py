@@ -65,7 +65,8 @@ class Zone:
         out = cv2.resize(part, (out_w, out_h), interpolation=cv2.INTER_AREA if halving else cv2.INTER_LINEAR)
         if self.is_rect:
             return out
-        return out * self._mask((x0 / width, y0 / height, x1 / width, y1 / height), size)
+        out *= self._mask((x0 / width, y0 / height, x1 / width, y1 / height), size)  # in place: resize made it
+        return out
 
     def _mask(self, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
         """1 inside the polygon, 0 outside, [h, w, 1] uint8 at the output size; cached per box and size."""
@@ -157,3 +158,8 @@ def _label(img: np.ndarray, text: str, at: tuple[int, int], color: tuple[int, in
     font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale
     cv2.putText(img, text, at, font, size, (0, 0, 0), max(2, round(3 * scale)), cv2.LINE_AA)
     cv2.putText(img, text, at, font, size, color, max(1, round(scale)), cv2.LINE_AA)
+
+
+def preview(rgb: np.ndarray, zones: list[Zone]) -> np.ndarray:
+    """The picture `har-monitor zones preview` writes (and the console shows): grid, then the zones."""
+    return draw_zones(draw_grid(rgb), zones)
