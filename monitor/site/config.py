@@ -80,7 +80,7 @@ class PersonDetectorConfig(StrictModel):
     model: str = Field(description="The MoveNet single-pose Lightning .tflite file (relative to site.yaml).")
     min_score: float = Field(default=0.3, gt=0, lt=1, description="A person is present when the mean keypoint score "
                              "reaches this (measured: 0.36-0.65 with a person, below 0.2 without).")
-    check_hz: float = Field(default=2.0, gt=0, le=10, description="Checks per second per zone (each ~14 ms of "
+    check_hz: float = Field(default=2.0, gt=0, le=10, description="Checks per second per zone (each 6-14 ms of "
                             "one core).")
     hold_seconds: float = Field(default=3.0, ge=0, le=600, description="A zone stays open this long after the last "
                                 "check that saw a person (a missed detection does not cut a window short).")
