@@ -3,8 +3,8 @@
 MoveNet (single pose) always returns 17 keypoints with a score each; the mean score separates a
 picture with a person from an empty one clearly (measured on Intel's one-by-one clip, 768x432,
 zones of half the frame: 0.36-0.65 with a person, 0.05-0.19 without; one transition frame 0.27),
-so `min_score` 0.3 is the default. One call takes 6-14 ms on one core of this kind of machine (6 quiet, 14 shared), so a
-check every half second per zone costs about 3% of a core.
+so `min_score` 0.3 is the default. One call takes 6-14 ms of one core on this kind of machine
+(quiet / shared), so a check every half second per zone costs 0.3-0.7% of the machine.
 """
 
 from __future__ import annotations
