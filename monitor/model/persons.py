@@ -4,7 +4,7 @@ MoveNet (single pose) always returns 17 keypoints with a score each; the mean sc
 picture with a person from an empty one clearly (measured on Intel's one-by-one clip, 768x432,
 zones of half the frame: 0.36-0.65 with a person, 0.05-0.19 without; one transition frame 0.27),
 so `min_score` 0.3 is the default. One call takes 6-14 ms of one core on this kind of machine
-(quiet / shared), so a check every half second per zone costs 0.3-0.7% of the machine.
+(quiet / shared), so a check every half second per zone costs 1-3% of one core.
 """
 
 from __future__ import annotations

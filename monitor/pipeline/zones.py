@@ -7,7 +7,7 @@ embedder skips it and its windows are predicted as `nobody`), which costs nothin
 `check_hz` (MoveNet on the zone's crop, 6-14 ms).
 
 The detector runs right here rather than on a thread of its own: at 2 checks per second it takes
-about 3% of a core per zone, well inside the time a reader waits for its next frame, and the gate's
+1-3% of a core per zone, well inside the time a reader waits for its next frame, and the gate's
 decision is then made on the very frame it applies to.
 """
 
