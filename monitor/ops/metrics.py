@@ -54,6 +54,16 @@ class Metrics:
         self.rules_reloads = Counter("har_monitor_rules_reloads_total", "Rule set reloads (SIGHUP or a changed file) by result", ["result"], registry=r)
         for result in ("ok", "error"):
             self.rules_reloads.labels(result)
+        zone = ["camera", "zone"]
+        self.zone_predictions = Counter("har_monitor_zone_predictions_total", "Window predictions of a camera's zones by top action", ["camera", "zone", "action"], registry=r)
+        self.gated_windows = Counter("har_monitor_gated_windows_total", "Windows of a gated zone with nobody in it (predicted as `nobody`, not classified)", zone, registry=r)
+        self.person_present = Gauge("har_monitor_zone_person_present", "1 while the last person check of a gated zone saw someone", zone, registry=r)
+        self.person_checks = Counter("har_monitor_person_checks_total", "Person detector runs (gated zones)", zone, registry=r)
+        self.person_check_seconds = Histogram("har_monitor_person_check_seconds", "Person detector run time", buckets=INFER_BUCKETS, registry=r)
+        target = ["target"]
+        self.notify_sent = Counter("har_monitor_notifications_sent_total", "Notifications delivered (MQTT PUBACK, webhook 2xx)", target, registry=r)
+        self.notify_failed = Counter("har_monitor_notifications_failed_total", "Failed delivery attempts (retried with backoff)", target, registry=r)
+        self.notify_pending = Gauge("har_monitor_notifications_pending", "Notifications waiting in the durable outbox", target, registry=r)
         self.rule_info = RuleInfo()
         r.register(self.rule_info)
         self._server = None
@@ -70,6 +80,20 @@ class Metrics:
             for a in actions:
                 self.predictions.labels(c, a)
         self.init_rules(cameras, rules)
+
+    def init_zones(self, zones: list[tuple[str, str, bool]], actions: list[str]) -> None:
+        """(camera, zone, gated) of every zone."""
+        for camera, zone, gated in zones:
+            for a in actions:
+                self.zone_predictions.labels(camera, zone, a)
+            if gated:
+                for family in (self.gated_windows, self.person_present, self.person_checks):
+                    family.labels(camera, zone)
+
+    def init_targets(self, targets: list[str]) -> None:
+        for t in targets:
+            for family in (self.notify_sent, self.notify_failed, self.notify_pending):
+                family.labels(t)
 
     def init_rules(self, cameras: list[str], rules: list[tuple[str, str]]) -> None:
         for c in cameras:
