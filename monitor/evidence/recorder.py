@@ -14,8 +14,9 @@ both (SHA-256) and reports an `Evidence` record to `on_written`. The same thread
     <directory>/<camera>/latest.jpg                              the newest reduced frame, every `latest_every` s
 
 (atomically too, but not fsync'd: a live view for QA's console, not evidence). Nothing here blocks a
-camera thread on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are blurred in
-every frame before anything reaches the disk.
+camera thread on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are
+blurred in every frame before anything reaches the disk. A camera with zones gets their outlines drawn on
+its clips and snapshots, the episode's own zone in red.
 
 Memory per camera: the ring holds `ceil((pre_roll + post_roll + 1) * fps) + 1` frames of
 `width x height x 3` bytes. Defaults (5 s + 5 s, 5 fps, 480 px): 56 frames; 480x270 (16:9) is 389 kB
@@ -57,6 +58,7 @@ from monitor.evidence.faces import blur_faces_in, load_face_detector
 from monitor.evidence.media import encode_jpeg, write_clip
 from monitor.fileio import fsync_path, sha256_file
 from monitor.model.frames import reduced_size
+from monitor.model.zones import Zone, draw_zones
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv
 
@@ -106,6 +108,7 @@ class _Pending:
     camera: str
     opened_ts: float
     deadline: float  # monotonic: write what there is by then
+    zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class _Job:
     camera: str
     opened_ts: float
     frames: list[Frame] = field(repr=False)
+    zone: str = ""
 
 
 def _log_written(evidence: Evidence) -> None:
@@ -141,13 +145,14 @@ class EvidenceRecorder(Worker):
                  on_written: Callable[[Evidence], None] = _log_written,
                  on_error: Callable[[str, Exception], None] = _log_error,
                  grace: float = 5.0, max_pending: int = 32, face_cascade: Path | None = None,
-                 latest_every: float = 5.0):
+                 zones: dict[str, list[Zone]] | None = None, latest_every: float = 5.0):
         if pre_roll < 0 or post_roll < 0 or fps <= 0 or width < 2 or grace < 0 or max_pending < 1:
             raise ValueError("evidence: pre_roll, post_roll, grace >= 0, fps > 0, width >= 2, max_pending >= 1")
         self.directory = Path(directory)
         self.pre_roll, self.post_roll, self.fps, self.width = pre_roll, post_roll, fps, width
         self.grace, self.max_pending, self.latest_every = grace, max_pending, latest_every
         self.on_written, self.on_error = on_written, on_error
+        self.zones = zones or {}  # camera -> its zones, outlined on its evidence
         super().__init__("evidence-writer")
         self._faces = load_face_detector(face_cascade) if blur_faces else None  # fail at start, not mid-episode
         self.ring_frames = math.ceil((pre_roll + post_roll + _RING_SLACK) * fps) + 1
@@ -187,8 +192,8 @@ class EvidenceRecorder(Worker):
             for p in ready:
                 self._enqueue(p)
 
-    def episode_opened(self, episode_id: str, camera: str, opened_ts: float) -> None:
-        """Schedule the evidence of an episode that opened at `opened_ts` (UTC epoch seconds)."""
+    def episode_opened(self, episode_id: str, camera: str, opened_ts: float, zone: str = "") -> None:
+        """Schedule the evidence of an episode that opened at `opened_ts` (UTC epoch seconds) in `zone`."""
         for what, name in (("episode id", episode_id), ("camera", camera)):
             if not _NAME.match(name):
                 raise ValueError(f"evidence: {what} {name!r} cannot be a file name")
@@ -200,7 +205,7 @@ class EvidenceRecorder(Worker):
                 error: Exception | None = RuntimeError(f"{self.max_pending} episodes already waiting for evidence")
             else:
                 error = None
-                pending = _Pending(episode_id, camera, opened_ts, time.monotonic() + self.post_roll + self.grace)
+                pending = _Pending(episode_id, camera, opened_ts, time.monotonic() + self.post_roll + self.grace, zone)
                 self._pending[episode_id] = pending
                 cam = self._cameras.get(camera)
                 if cam is not None and cam.newest >= opened_ts + self.post_roll:  # the episode was reported late
@@ -239,7 +244,7 @@ class EvidenceRecorder(Worker):
         lo, hi = p.opened_ts - self.pre_roll, p.opened_ts + self.post_roll
         frames = [f for f in cam.frames if lo <= f[0] <= hi] if cam else []
         self._queued += 1
-        self._jobs.put(_Job(p.episode_id, p.camera, p.opened_ts, frames))
+        self._jobs.put(_Job(p.episode_id, p.camera, p.opened_ts, frames, p.zone))
 
     def _expire(self) -> float:
         """Queue the episodes past their deadline; seconds until the next deadline (at most 1)."""
@@ -304,6 +309,9 @@ class EvidenceRecorder(Worker):
             log.warning(kv(event="evidence_partial", episode=job.episode_id, camera=job.camera,
                                                   missing_seconds=job.frames[0][0] - lo))
         frames = blur_faces_in(self._faces, job.frames) if self._faces is not None else job.frames
+        zones = self.zones.get(job.camera)
+        if zones:  # on copies: the ring's frames are shared with other episodes
+            frames = [(ts, draw_zones(rgb, zones, job.zone)) for ts, rgb in frames]
         day = datetime.fromtimestamp(job.opened_ts, timezone.utc).strftime("%Y-%m-%d")
         folder = self.directory / job.camera / day
         folder.mkdir(parents=True, exist_ok=True)
