@@ -55,10 +55,11 @@ def settings(args: argparse.Namespace):
 
     site = load_site(args.cameras)
     cfg = site.config
+    zones = {c.id: (c.zone,) if c.zone else tuple(z.name for z in c.zones) for c in site.cameras}
     host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "", "::") else cfg.metrics.host
     return Settings(site.database_url, args.evidence_dir or site.resolve(cfg.storage.evidence_dir),
-                    Scope(cfg.site, {c.id: c.zone for c in site.cameras}),
-                    cameras=[(c.id, c.zone, c.is_network) for c in site.cameras],
+                    Scope(cfg.site, zones),
+                    cameras=[(c.id, ", ".join(zones[c.id]), c.is_network) for c in site.cameras],
                     metrics_url=f"http://{host}:{cfg.metrics.port}/metrics" if cfg.metrics.port else None,
                     bundles=find_bundles([site.model_dir.parent, *args.models]), site_name=cfg.site, **common)
 

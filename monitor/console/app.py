@@ -63,7 +63,7 @@ class Settings:
     database_url: str
     evidence_dir: Path | None
     scope: Scope
-    cameras: list[tuple[str, str | None, bool]] = field(default_factory=list)  # (id, zone, network camera?)
+    cameras: list[tuple[str, str, bool]] = field(default_factory=list)  # (id, its zone(s), network camera?)
     metrics_url: str | None = None
     bundles: dict[str, Path] = field(default_factory=dict)
     site_name: str = ""

@@ -130,7 +130,7 @@ async def inbox(request: Request) -> Response:
         return queries.inbox(conn, filters, c.scope), c.rule_texts.titles(conn)
 
     page, titles = await run_in_threadpool(c.read, read)
-    zones = sorted({z for z in c.scope.zones.values() if z})
+    zones = sorted({z for zones in c.scope.zones.values() for z in zones})
     return c.render(request, "inbox.html", page=page, f=filters, titles=titles, zones=zones,
                     severities=queries.SEVERITIES, statuses=queries.STATUSES, sorts=queries.SORTS,
                     dispositions=(*review.DISPOSITIONS, queries.UNSIGNED))
@@ -174,7 +174,8 @@ async def violation(request: Request) -> Response:
         for kind in KINDS})
     return c.render(request, "violation.html", v=view, row=view.row, rule=rule, files=files,
                     timeline=_timeline(view, rule), labels=json.loads(view.row["labels"] or "{}"),
-                    zone=c.scope.zone_of(view.row["camera"]), dispositions=review.DISPOSITIONS,
+                    zone=c.scope.zone_of(view.row["camera"], _closing_of(view).get("zone")),
+                    dispositions=review.DISPOSITIONS,
                     may_sign=user.may("reviewer"), form=_take_sign_form(request.state.session))
 
 
@@ -183,9 +184,12 @@ def _take_sign_form(session) -> dict:
     return form
 
 
+def _closing_of(view: review.ViolationView) -> dict:
+    return next((json.loads(a["new"]) for a in view.trail if a["what"] == "closed"), {})
+
+
 def _timeline(view: review.ViolationView, rule) -> object:
-    closed = next((json.loads(a["new"]) for a in view.trail if a["what"] == "closed"), {})
-    trace = closed.get("trace") or []
+    trace = _closing_of(view).get("trace") or []
     if not trace:
         return None
     start = view.row["started_at"].timestamp()
@@ -333,7 +337,7 @@ async def cameras(request: Request) -> Response:
     for camera, zone, network in c.settings.cameras:
         latest = c.settings.evidence_dir / camera / "latest.jpg" if c.settings.evidence_dir else None
         age = (datetime.now(timezone.utc).timestamp() - latest.stat().st_mtime) if latest and latest.is_file() else None
-        rows.append({"id": camera, "zone": zone or "", "network": network, "state": states.get(camera),
+        rows.append({"id": camera, "zone": zone, "network": network, "state": states.get(camera),
                      "latest_age": age})
     return c.render(request, "cameras.html", rows=rows, problem=problem, metrics_url=url,
                     now=datetime.now(timezone.utc).timestamp())

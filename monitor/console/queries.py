@@ -107,16 +107,18 @@ class Filters:
 @dataclass(frozen=True)
 class Scope:
     """What this console may show: one site's violations (None: every site in the database), and
-    the zones of its cameras (site.yaml's; the record keeps the camera only)."""
+    the zones of its cameras (site.yaml's: a camera's `zone`, or the names of its `zones`). A zone filter
+    selects the cameras that have that zone."""
 
     site: str | None
-    zones: Mapping[str, str | None]  # camera -> zone
+    zones: Mapping[str, tuple[str, ...]]  # camera -> its zone(s)
 
     def cameras_in(self, zone: str) -> list[str]:
-        return sorted(c for c, z in self.zones.items() if z == zone)
+        return sorted(c for c, zones in self.zones.items() if zone in zones)
 
-    def zone_of(self, camera: str) -> str:
-        return self.zones.get(camera) or ""
+    def zone_of(self, camera: str, recorded: str | None = None) -> str:
+        """The episode's zone as its closing event recorded it, else its camera's."""
+        return recorded or ", ".join(self.zones.get(camera, ()))
 
 
 def _latest_review() -> sa.Subquery:
@@ -206,7 +208,7 @@ def inbox(conn: sa.Connection, filters: Filters, scope: Scope) -> InboxPage:
     closing = _closing(conn, [r["id"] for r in rows])
     for r in rows:
         closed = closing.get(r["id"], {})
-        r.update(status=_status_of(r["disposition"]), zone=scope.zone_of(r["camera"]),
+        r.update(status=_status_of(r["disposition"]), zone=scope.zone_of(r["camera"], closed.get("zone")),
                  ended_at=closed.get("ended_at"), peak_confidence=closed.get("peak_confidence", r["confidence"]))
     return InboxPage(rows, total, counts)
 
@@ -263,18 +265,20 @@ def _counts(conn: sa.Connection, q: _Inbox) -> tuple[dict[str, Counter], int]:
     """Each facet's counts under the other filters, and the total under all of them, from _groups."""
     groups = []
     for (camera, rule, severity, meaning), n in _groups(conn, q).items():
-        groups.append(({"camera": camera, "zone": q.scope.zone_of(camera), "rule": rule, "severity": severity,
-                        "status": _status_of(meaning), "disposition": meaning or UNSIGNED}, n))
+        groups.append(({"camera": (camera,), "zone": q.scope.zones.get(camera, ()), "rule": (rule,),
+                        "severity": (severity,), "status": (_status_of(meaning),),
+                        "disposition": (meaning or UNSIGNED,)}, n))
     wanted = {name: getattr(q.f, name) for name in FACETS}
     counts: dict[str, Counter] = {name: Counter() for name in FACETS}
     total = 0
-    for values, n in groups:
-        misses = [name for name in FACETS if wanted[name] and values[name] != wanted[name]]
+    for values, n in groups:  # each facet's value(s): a camera may have several zones
+        misses = [name for name in FACETS if wanted[name] and wanted[name] not in values[name]]
         if not misses:
             total += n
         for name in FACETS:
             if not misses or misses == [name]:
-                counts[name][values[name]] += n
+                for value in values[name]:
+                    counts[name][value] += n
     return counts, total
 
 

@@ -50,7 +50,7 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance) ->
     """Apply one event to the record; False when it was already there (replays are idempotent).
 
     opened -> a violations row; closed -> a "closed" audit event with the end time, the peak
-    confidence and the confidence trace. "updated" events only move the live metrics: the peak
+    confidence, the confidence trace and the zone of a camera with zones. "updated" events only move the live metrics: the peak
     is kept at closing.
     """
     if event.kind == "opened":
@@ -67,7 +67,8 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance) ->
         return audit(conn, f"{event.episode_id}:closed", event.episode_id, "system", "closed",
                      {"status": "open"}, {"status": "closed", "ended_at": _utc(event.ended_at).isoformat(),
                                           "peak_confidence": float(event.confidence),
-                                          "trace": [[round(t, 3), round(c, 4)] for t, c in event.trace]},
+                                          "trace": [[round(t, 3), round(c, 4)] for t, c in event.trace],
+                                          **({"zone": event.zone} if event.zone else {})},
                      "the condition stopped holding (or the daemon stopped)")
     return False
 

@@ -14,7 +14,7 @@ from monitor.record.review import add_user, sign_review
 from monitor.record.writer import write_event
 from support.events import PROV, T0, event
 
-SCOPE = Scope("plant-7", {"line-2": "packing"})
+SCOPE = Scope("plant-7", {"line-2": ("packing",)})
 
 
 @pytest.fixture
@@ -76,3 +76,15 @@ def test_bad_filters_are_named():
                          ({"since": "soon"}, "since: 'soon'"), ({"page": "x"}, "page: 'x'")):
         with pytest.raises(queries.BadFilterError, match=says):
             Filters.parse(params)
+
+
+def test_a_camera_with_zones_is_found_under_each_and_shows_the_episodes_own(inbox_record):
+    scope = Scope("plant-7", {"line-2": ("filling", "capping")})
+    with inbox_record.begin() as conn:
+        write_event(conn, replace(event("opened", "ep-z", 0.7, T0 + 10), zone="capping"), PROV)
+        write_event(conn, replace(event("closed", "ep-z", 0.8, T0 + 10, T0 + 12), zone="capping"), PROV)
+    with inbox_record.connect() as conn:
+        page = queries.inbox(conn, Filters(zone="capping"), scope)
+        assert page.rows[0]["id"] == "ep-z" and page.rows[0]["zone"] == "capping"
+        assert page.counts["zone"] == {"filling": 6, "capping": 6} and page.total == 6
+        assert page.rows[1]["zone"] == "filling, capping", "recorded before zones were kept: the camera's"
