@@ -141,4 +141,6 @@ def run_demo(root: Path, duration: float | None, rebuild: bool = False, stop: th
     print(f"metrics: {summary.metrics_url}")
     print(f"database: {summary.database}")
     print(f"site: {site_path}  (run it again with: har-monitor run --cameras {site_path})")
+    print(f"review them in a browser: har-monitor users add rita --role reviewer --cameras {site_path}; "
+          f"har-monitor console --cameras {site_path}")
     return 0
