@@ -52,9 +52,9 @@ def numeric_leaves(schema: dict) -> list[tuple[str, dict]]:
             found.append((at, node))
         for choice in node.get("anyOf", []) + node.get("oneOf", []) + node.get("prefixItems", []):
             walk(choice, at, seen)
-        for key in ("items", "additionalProperties"):
-            if isinstance(node.get(key), dict):
-                walk(node[key], f"{at}[]", seen)
+        for inner in [node.get("items"), node.get("additionalProperties"), *node.get("patternProperties", {}).values()]:
+            if isinstance(inner, dict):
+                walk(inner, f"{at}[]", seen)
         for name, prop in node.get("properties", {}).items():
             walk(prop, f"{at}.{name}", seen)
 

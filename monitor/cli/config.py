@@ -132,32 +132,38 @@ def reference_markdown() -> str:
 
 
 def model_rows(model: type[pydantic.BaseModel], prefix: str = "", schema: dict[str, Any] | None = None) -> list[Row]:
-    """One row per field, nested models' fields after their own row (`a.b`, `a[].b` for lists of models)."""
+    """One row per field, nested models' fields after their own row (`a.b`; `a[].b` for a list of models,
+    `a.<name>.b` for a mapping of names to models)."""
     schema = schema or model.model_json_schema()
     rows: list[Row] = []
     for name, field in model.model_fields.items():
         key = prefix + name
-        nested, many = _nested_model(field.annotation)
+        nested, shape = _nested_model(field.annotation)
         text = (field.description or "").replace("|", "\\|").replace("\n", " ")
         if nested is not None:
-            rows.append((key, "list of mappings" if many else "mapping", _default(field, nested=True), text))
-            rows += model_rows(nested, key + ("[]." if many else "."))
+            kind = {"list": "list of mappings", "dict": "mapping of names to mappings"}.get(shape, "mapping")
+            rows.append((key, kind, _default(field, nested=True), text))
+            rows += model_rows(nested, key + {"list": "[].", "dict": ".<name>."}.get(shape, "."))
         else:
             rows.append((key, type_text(schema["properties"][name]), _default(field), text))
     return rows
 
 
-def _nested_model(annotation: Any) -> tuple[type[pydantic.BaseModel] | None, bool]:
-    """The model a field holds (directly, optionally or in a list), and whether it is a list."""
+def _nested_model(annotation: Any) -> tuple[type[pydantic.BaseModel] | None, str]:
+    """The model a field holds, and how: "one" (directly or optionally), "list" or "dict" (by name)."""
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
-        return annotation, False
+        return annotation, "one"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        models = [a for a in args if isinstance(a, type) and issubclass(a, pydantic.BaseModel)]
-        return (models[0], False) if models else (None, False)
-    if origin is list and args and isinstance(args[0], type) and issubclass(args[0], pydantic.BaseModel):
-        return args[0], True
-    return None, False
+        for arg in args:
+            model, shape = _nested_model(arg)
+            if model is not None:
+                return model, shape
+        return None, "one"
+    inner = args[-1] if args else None
+    if origin in (list, dict) and isinstance(inner, type) and issubclass(inner, pydantic.BaseModel):
+        return inner, origin.__name__
+    return None, "one"
 
 
 def _default(field: pydantic.fields.FieldInfo, nested: bool = False) -> str:

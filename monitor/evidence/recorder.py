@@ -9,9 +9,14 @@ wall-clock deadline passes: a camera may go down) ONE writer thread writes
     <directory>/<camera>/<YYYY-MM-DD (UTC)>/<episode_id>.jpg   the frame nearest the opening
 
 each whole or not at all (`fileio.atomic_output`: a crash never leaves half a clip), hashes
-both (SHA-256) and reports an `Evidence` record to `on_written`. Nothing here blocks a camera thread
-on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are blurred in
-every frame before anything reaches the disk.
+both (SHA-256) and reports an `Evidence` record to `on_written`. The same thread also refreshes
+
+    <directory>/<camera>/latest.jpg                              the newest reduced frame, every `latest_every` s
+
+(atomically too, but not fsync'd: a live view for QA's console, not evidence). Nothing here blocks a
+camera thread on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are
+blurred in every frame before anything reaches the disk. A camera with zones gets their outlines drawn on
+its clips and snapshots, the episode's own zone in red.
 
 Memory per camera: the ring holds `ceil((pre_roll + post_roll + 1) * fps) + 1` frames of
 `width x height x 3` bytes. Defaults (5 s + 5 s, 5 fps, 480 px): 56 frames; 480x270 (16:9) is 389 kB
@@ -53,6 +58,7 @@ from monitor.evidence.faces import blur_faces_in, load_face_detector
 from monitor.evidence.media import encode_jpeg, write_video
 from monitor.fileio import atomic_write, sha256_file
 from monitor.model.frames import reduced_size
+from monitor.model.zones import Zone, draw_zones
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv
 
@@ -93,6 +99,7 @@ class _Camera:
     frames: deque[Frame]
     last_slot: int = -1  # index of the last 1/fps time slot that kept a frame
     newest: float = -math.inf
+    latest_at: float = -math.inf  # time of the frame last handed over for latest.jpg
 
 
 @dataclass
@@ -101,6 +108,7 @@ class _Pending:
     camera: str
     opened_ts: float
     deadline: float  # monotonic: write what there is by then
+    zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ class _Job:
     camera: str
     opened_ts: float
     frames: list[Frame] = field(repr=False)
+    zone: str = ""
 
 
 def _log_written(evidence: Evidence) -> None:
@@ -135,19 +144,22 @@ class EvidenceRecorder(Worker):
                  width: int = 480, blur_faces: bool = False,
                  on_written: Callable[[Evidence], None] = _log_written,
                  on_error: Callable[[str, Exception], None] = _log_error,
-                 grace: float = 5.0, max_pending: int = 32, face_cascade: Path | None = None):
+                 grace: float = 5.0, max_pending: int = 32, face_cascade: Path | None = None,
+                 zones: dict[str, list[Zone]] | None = None, latest_every: float = 5.0):
         if pre_roll < 0 or post_roll < 0 or fps <= 0 or width < 2 or grace < 0 or max_pending < 1:
             raise ValueError("evidence: pre_roll, post_roll, grace >= 0, fps > 0, width >= 2, max_pending >= 1")
         self.directory = Path(directory)
         self.pre_roll, self.post_roll, self.fps, self.width = pre_roll, post_roll, fps, width
-        self.grace, self.max_pending = grace, max_pending
+        self.grace, self.max_pending, self.latest_every = grace, max_pending, latest_every
         self.on_written, self.on_error = on_written, on_error
+        self.zones = zones or {}  # camera -> its zones, outlined on its evidence
         super().__init__("evidence-writer")
         self._faces = load_face_detector(face_cascade) if blur_faces else None  # fail at start, not mid-episode
         self.ring_frames = math.ceil((pre_roll + post_roll + _RING_SLACK) * fps) + 1
         self._lock = threading.Lock()
         self._cameras: dict[str, _Camera] = {}
         self._pending: dict[str, _Pending] = {}  # by episode id
+        self._latest: dict[str, Frame] = {}  # per camera: the frame latest.jpg is to show next
         self._queued = 0  # jobs handed to the writer and not yet done
         self._jobs: queue.Queue[_Job | None] = queue.Queue()  # bounded by max_pending
         self._closing = False
@@ -173,12 +185,15 @@ class EvidenceRecorder(Worker):
                 return  # another thread of the same camera got in first
             cam.frames.append((ts, small))
             cam.newest = ts
+            if ts - cam.latest_at >= self.latest_every and _NAME.match(camera):
+                cam.latest_at = ts
+                self._latest[camera] = (ts, small)
             ready = [p for p in self._pending.values() if p.camera == camera and ts >= p.opened_ts + self.post_roll]
             for p in ready:
                 self._enqueue(p)
 
-    def episode_opened(self, episode_id: str, camera: str, opened_ts: float) -> None:
-        """Schedule the evidence of an episode that opened at `opened_ts` (UTC epoch seconds)."""
+    def episode_opened(self, episode_id: str, camera: str, opened_ts: float, zone: str = "") -> None:
+        """Schedule the evidence of an episode that opened at `opened_ts` (UTC epoch seconds) in `zone`."""
         for what, name in (("episode id", episode_id), ("camera", camera)):
             if not _NAME.match(name):
                 raise ValueError(f"evidence: {what} {name!r} cannot be a file name")
@@ -190,7 +205,7 @@ class EvidenceRecorder(Worker):
                 error: Exception | None = RuntimeError(f"{self.max_pending} episodes already waiting for evidence")
             else:
                 error = None
-                pending = _Pending(episode_id, camera, opened_ts, time.monotonic() + self.post_roll + self.grace)
+                pending = _Pending(episode_id, camera, opened_ts, time.monotonic() + self.post_roll + self.grace, zone)
                 self._pending[episode_id] = pending
                 cam = self._cameras.get(camera)
                 if cam is not None and cam.newest >= opened_ts + self.post_roll:  # the episode was reported late
@@ -229,7 +244,7 @@ class EvidenceRecorder(Worker):
         lo, hi = p.opened_ts - self.pre_roll, p.opened_ts + self.post_roll
         frames = [f for f in cam.frames if lo <= f[0] <= hi] if cam else []
         self._queued += 1
-        self._jobs.put(_Job(p.episode_id, p.camera, p.opened_ts, frames))
+        self._jobs.put(_Job(p.episode_id, p.camera, p.opened_ts, frames, p.zone))
 
     def _expire(self) -> float:
         """Queue the episodes past their deadline; seconds until the next deadline (at most 1)."""
@@ -241,8 +256,19 @@ class EvidenceRecorder(Worker):
             nearest = min((p.deadline for p in self._pending.values()), default=now + 1.0)
         return min(max(nearest - now, 0.01), 1.0)
 
+    def _write_latest(self) -> None:
+        with self._lock:
+            latest, self._latest = self._latest, {}
+        for camera, frame in latest.items():
+            try:
+                rgb = frame[1] if self._faces is None else blur_faces_in(self._faces, [frame])[0][1]
+                atomic_write(self.directory / camera / "latest.jpg", encode_jpeg(rgb, quality=80), durable=False)
+            except (OSError, RuntimeError) as exc:  # a full disk costs the live view, nothing else
+                log.warning(kv(event="latest_frame_failed", camera=camera, error=exc))
+
     def run(self) -> None:
         while True:
+            self._write_latest()
             try:
                 job = self._jobs.get(timeout=self._expire())
             except queue.Empty:
@@ -278,6 +304,9 @@ class EvidenceRecorder(Worker):
             log.warning(kv(event="evidence_partial", episode=job.episode_id, camera=job.camera,
                                                   missing_seconds=job.frames[0][0] - lo))
         frames = blur_faces_in(self._faces, job.frames) if self._faces is not None else job.frames
+        zones = self.zones.get(job.camera)
+        if zones:  # on copies: the ring's frames are shared with other episodes
+            frames = [(ts, draw_zones(rgb, zones, job.zone)) for ts, rgb in frames]
         day = datetime.fromtimestamp(job.opened_ts, timezone.utc).strftime("%Y-%m-%d")
         folder = self.directory / job.camera / day
         clip, snapshot = folder / f"{job.episode_id}.mp4", folder / f"{job.episode_id}.jpg"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -9,6 +13,7 @@ from sqlalchemy.exc import ArgumentError
 from monitor.errors import UserError
 
 SUPPORTED = ("sqlite", "postgresql")
+T = TypeVar("T")
 
 
 class SchemaOutdated(Exception):  # noqa: N818 (a state, like FileNotFoundError's siblings; callers catch it by name)
@@ -54,6 +59,19 @@ def create_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def write_retrying(engine: Engine, action: Callable[[sa.Connection], T], attempts: int = 5) -> T:
+    """Run `action(conn)` in a transaction, again if the daemon's writer held the database (SQLite)."""
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                return action(conn)
+        except sa.exc.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _alembic_config(conn: sa.Connection):

@@ -45,7 +45,9 @@ def _os_actor() -> str:
     return f"os:{getpass.getuser()}"
 
 
-def add_user(conn: sa.Connection, name: str, role: str, password: str, printed_name: str | None = None) -> None:
+def add_user(conn: sa.Connection, name: str, role: str, password: str, printed_name: str | None = None,
+             actor: str | None = None) -> None:
+    """Add a user; `actor` (who did it, in the audit trail) defaults to the OS user running the command."""
     if role not in ROLES:
         raise UserError(f"--role: '{role}' is not one of {', '.join(ROLES)}")
     if len(password) < 8:
@@ -55,17 +57,17 @@ def add_user(conn: sa.Connection, name: str, role: str, password: str, printed_n
     conn.execute(users.insert().values(name=name, printed_name=printed_name or name, role=role,
                                        password_hash=_hasher().hash(password), disabled=False,
                                        created_at=datetime.now(timezone.utc)))
-    audit(conn, f"user:{name}:added:{uuid.uuid4()}", None, _os_actor(), "user_added", {},
+    audit(conn, f"user:{name}:added:{uuid.uuid4()}", None, actor or _os_actor(), "user_added", {},
           {"user": name, "role": role, "printed_name": printed_name or name}, "users add")
 
 
-def disable_user(conn: sa.Connection, name: str, reason: str) -> None:
+def disable_user(conn: sa.Connection, name: str, reason: str, actor: str | None = None) -> None:
     row = conn.execute(sa.select(users).where(users.c.name == name)).first()
     if row is None:
         raise UserError(f"user '{name}' does not exist")
     conn.execute(users.update().where(users.c.name == name).values(disabled=True))
-    audit(conn, f"user:{name}:disabled:{uuid.uuid4()}", None, _os_actor(), "user_disabled",
-          {"disabled": bool(row.disabled)}, {"disabled": True}, reason)
+    audit(conn, f"user:{name}:disabled:{uuid.uuid4()}", None, actor or _os_actor(), "user_disabled",
+          {"disabled": bool(row.disabled)}, {"user": name, "disabled": True}, reason)
 
 
 def authenticate(conn: sa.Connection, name: str, password: str) -> sa.Row:
@@ -120,7 +122,10 @@ class ViolationView:
 
     @property
     def status(self) -> str:
-        return "reviewed" if self.reviews else "open"
+        """open (never signed), needs_follow_up (the latest signature says so) or reviewed."""
+        if not self.reviews:
+            return "open"
+        return "needs_follow_up" if self.reviews[-1]["meaning"] == "needs_follow_up" else "reviewed"
 
     def flat(self) -> dict:
         r = self.row
@@ -158,11 +163,12 @@ def query(conn: sa.Connection, since: datetime | None = None, camera: str | None
     signed: dict[str, list[dict]] = {i: [] for i in ids}
     for v in conn.execute(sa.select(reviews).where(reviews.c.violation_id.in_(ids)).order_by(reviews.c.seq)).mappings():
         signed[v["violation_id"]].append({**v, "signed_at": v["signed_at"].isoformat()})
-    views = [_view(r, trails[r["id"]], signed[r["id"]]) for r in rows]
+    views = [violation_view(r, trails[r["id"]], signed[r["id"]]) for r in rows]
     return [v for v in views if status is None or v.status == status]
 
 
-def _view(row: dict, trail: list[dict], signed: list[dict]) -> ViolationView:
+def violation_view(row: dict, trail: list[dict], signed: list[dict]) -> ViolationView:
+    """A violation row with its audit events and signatures (each in `seq` order)."""
     closed = next((json.loads(a["new"]) for a in trail if a["what"] == "closed"), None)
     evidence = next((json.loads(a["new"]) for a in trail if a["what"] == "evidence"), {})
     return ViolationView(row, closed["ended_at"] if closed else None,

@@ -49,8 +49,9 @@ def _utc(ts: float | None) -> datetime | None:
 def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance) -> bool:
     """Apply one event to the record; False when it was already there (replays are idempotent).
 
-    opened -> a violations row; closed -> a "closed" audit event with the end time and the
-    peak confidence. "updated" events only move the live metrics: the peak is kept at closing.
+    opened -> a violations row; closed -> a "closed" audit event with the end time, the peak
+    confidence, the confidence trace and the zone of a camera with zones. "updated" events only move the live metrics: the peak
+    is kept at closing.
     """
     if event.kind == "opened":
         if conn.execute(sa.select(violations.c.seq).where(violations.c.id == event.episode_id)).first():
@@ -65,7 +66,9 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance) ->
     if event.kind == "closed":
         return audit(conn, f"{event.episode_id}:closed", event.episode_id, "system", "closed",
                      {"status": "open"}, {"status": "closed", "ended_at": _utc(event.ended_at).isoformat(),
-                                          "peak_confidence": float(event.confidence)},
+                                          "peak_confidence": float(event.confidence),
+                                          "trace": [[round(t, 3), round(c, 4)] for t, c in event.trace],
+                                          **({"zone": event.zone} if event.zone else {})},
                      "the condition stopped holding (or the daemon stopped)")
     return False
 

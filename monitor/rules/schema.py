@@ -4,11 +4,15 @@
 groups: {ppe_breach: [no_gloves, no_gown]}
 rules:
   - {id: no-smoking, severity: critical, action: smoking, min_confidence: 0.8, for_windows: 2, cooldown: 10m,
-     applies_to: {zones: ["gmp-*"]}, schedule: {days: [mon, tue, wed, thu, fri], between: ["06:00", "22:00"]}}
+     applies_to: {zones: ["gmp-*"]}, schedule: {days: [mon, tue, wed, thu, fri], between: ["06:00", "22:00"]},
+     notify: [mqtt, shift-leads]}
   - {id: sanitize-before-entry, kind: sequence, require: sanitize_hands, before: enter_cleanroom, within: 60s}
   - {id: gowning-too-short, kind: duration, action: gowning, min: 30s}
   - {id: line-clearance-hourly, kind: absence, action: line_clearance, every: 1h}
+  - {id: station-b-unattended, kind: duration, action: nobody, max: 10m, applies_to: {zones: [station-b]},
+     notify: [mqtt, shift-leads]}
 ```
+`nobody` is an action every model has: a gated zone's windows while no person is in it.
 What each field means is its `description` below: the one place for that prose (`har-monitor config
 schema rules` and README's configuration reference are generated from it).
 """
@@ -61,6 +65,9 @@ class RuleConfig(StrictModel):
                                "one closed.")
     labels: dict[LabelKey, str] = Field(default_factory=dict, description="Free key: value pairs carried into the "
                                         "violation rows and `har_monitor_rule_info`.")
+    notify: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] | None = Field(
+        default=None, description="Where its episodes are pushed: target names of site.yaml's `notify:` (`mqtt`, "
+        "webhook names); `[]` for nowhere. Default: `notify.by_severity`.")
 
     def actions(self) -> dict[str, str]:
         """Field name -> the action (label or group) it names."""

@@ -39,6 +39,9 @@ def schema_keys(schema: dict) -> set[str]:
             walk(choice, prefix)
         if node.get("type") == "array" and "items" in node:
             walk(node["items"], prefix + "[]")
+        for values in [node.get("additionalProperties"), *node.get("patternProperties", {}).values()]:
+            if isinstance(values, dict):  # a mapping of names to ...
+                walk(values, prefix + ".<name>")
         for name, prop in node.get("properties", {}).items():
             key = f"{prefix}.{name}" if prefix else name
             keys.add(key)
