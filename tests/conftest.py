@@ -15,7 +15,7 @@ from support.sites import write_tiny_bundle
 # What a test needs, as markers (registered in pyproject.toml). `fast` is everything that needs none of
 # HEAVY (no TensorFlow, no server, no browser, nothing slow): `python -m pytest -m fast` is the quick tier
 # (README, "Development"); the SQLite twins of the PostgreSQL tests are in it.
-HEAVY = ("tf", "rtsp", "postgres", "prometheus", "browser", "slow")
+HEAVY = ("tf", "rtsp", "postgres", "mqtt", "prometheus", "browser", "slow")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -24,8 +24,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "tiny_bundle" in fixtures:  # a real Keras head
             item.add_marker("tf")
-        if fixtures & {"pg_db", "pg_database"} or params.get("db") == "postgresql":
+        if fixtures & {"pg_db", "pg_database"} or "postgresql" in params.values():
             item.add_marker("postgres")
+        if "browser" in fixtures:  # Playwright driving Debian's chromium
+            item.add_marker("browser")
         if not any(item.get_closest_marker(name) for name in HEAVY):
             item.add_marker("fast")
 

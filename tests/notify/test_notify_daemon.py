@@ -15,7 +15,7 @@ from support.sites import write_site
 from support.waiting import wait_until
 from support.webhooks import WebhookReceiver
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 SECRET = "shift-leads-signing-secret"
 
 
