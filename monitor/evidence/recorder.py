@@ -24,16 +24,17 @@ a frame, 21.8 MB per camera; 480x360 (4:3) is 29 MB. An episode being written ho
 most `(pre_roll + post_roll) * fps + 1` of those frames (shared, not copied) until its clip is written.
 
 >>> import tempfile
->>> rec = EvidenceRecorder(Path(tempfile.mkdtemp()), pre_roll=1, post_roll=1,
-...                        on_written=lambda e: print(e.clip.parent.name, e.clip.name, e.frames))
+>>> written = []  # the writer thread may write the clip before close(), as soon as the post-roll is in
+>>> rec = EvidenceRecorder(Path(tempfile.mkdtemp()), pre_roll=1, post_roll=1, on_written=written.append)
 >>> rec.start()
 >>> for i in range(20):  # 4 s of 768x432 frames at 5 fps
 ...     rec.add_frame("cam-1", 1_700_000_000 + i / 5, np.zeros((432, 768, 3), np.uint8))
 ...     if i == 5:
 ...         rec.episode_opened("ep-1", "cam-1", 1_700_000_001.0)
 >>> rec.close(timeout=30)
-2023-11-14 ep-1.mp4 11
 True
+>>> [(e.clip.parent.name, e.clip.name, e.frames) for e in written]
+[('2023-11-14', 'ep-1.mp4', 11)]
 """
 
 from __future__ import annotations
