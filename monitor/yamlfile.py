@@ -54,6 +54,16 @@ def read_text(path: Path) -> str:
 def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]]:
     """Parse YAML text read from `path`; return its data and the (line, column), 1-based, of each
     field path (a key's own position for a mapping entry)."""
+    data, node = compose_yaml(text, path)
+    marks: dict[tuple, tuple[int, int]] = {}
+    if node is not None:
+        _index_marks(node, (), marks)
+    return data, marks
+
+
+def compose_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse YAML text read from `path` within the alias budget; return its data and its node tree
+    (for callers that need where each value is written, e.g. to quote a rule as written)."""
     loader = None
     try:
         loader = _BoundedLoader(text)  # inside the try: its reader already refuses control characters
@@ -67,10 +77,7 @@ def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]
     finally:
         if loader is not None:
             loader.dispose()
-    marks: dict[tuple, tuple[int, int]] = {}
-    if node is not None:
-        _index_marks(node, (), marks)
-    return data, marks
+    return data, node
 
 
 class _BoundedLoader(yaml.SafeLoader):
