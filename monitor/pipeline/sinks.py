@@ -39,11 +39,11 @@ class ViolationSinks:
                 if self.evidence:  # the wall time of the frame that opened it
                     self.evidence.episode_opened(event.episode_id, event.camera,
                                                  time.time() - (time.monotonic() - event.mono), event.zone)
+            self.writer.put(event)  # first: an episode the log names is one the record already holds (spooled)
             if event.kind != "updated":
                 log.info(kv(event=f"violation_{event.kind}", rule=event.rule, camera=event.camera,
                             severity=event.severity, action=event.action, confidence=round(event.confidence, 3),
                             episode=event.episode_id, **({"zone": event.zone} if event.zone else {})))
-            self.writer.put(event)
             if self.notifier:
                 self.notifier.put(event)
         self.metrics.store_pending.set(self.writer.pending())
