@@ -88,7 +88,9 @@ class Daemon:
             spool = spool.with_name(f"{spool.stem}.shard{shard[0]}of{shard[1]}{spool.suffix}")
         self.writer = StoreWriter(self.site.database_url, prov, spool,
                                   stored=self._stored, failed=self.metrics.store_errors.inc,
-                                  spooled=self.metrics.spool_depth.set)
+                                  spooled=self.metrics.spool_depth.set,
+                                  anchors=self.site.anchor_log(need_key=True), anchored=self.metrics.anchored,
+                                  anchor_failed=self.metrics.anchor_errors.inc, evidence_expected=cfg.evidence.enabled)
         self._check_schema()
         self.summary = RunSummary("", shown_url(self.site.database_url))
         self._analysis = threading.Thread(target=self._analyze, name="analysis", daemon=True)
@@ -185,7 +187,8 @@ class Daemon:
         root = self.site.resolve(self.site.config.storage.evidence_dir)
         try:
             return EvidenceRecorder(root, cfg.pre_roll_seconds, cfg.post_roll_seconds, cfg.fps, cfg.width, cfg.blur_faces,
-                                    on_written=lambda ev: self.writer.put_evidence(ev.episode_id, ev.as_record(root)))
+                                    on_written=lambda ev: self.writer.put_evidence(ev.episode_id, ev.as_record(root)),
+                                    on_error=lambda episode, exc: self.writer.put_evidence_failed(episode, str(exc)))
         except (OSError, ValueError) as exc:
             raise UserError(f"{self.site.path}: evidence: {exc}") from None
 
@@ -270,6 +273,7 @@ class Daemon:
         port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port, self.health, shard)
         shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
+        self.writer.close_orphans([c.id for c in self.cameras] if self.shard else None)
         self.writer.thread.start()
         if self.evidence and self.site.config.evidence.retention_days:
             threading.Thread(target=self._prune_evidence, name="evidence-retention", daemon=True).start()

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from monitor.durations import PositiveDuration
 from monitor.errors import UserError
 from monitor.yamlfile import StrictModel, load_model
+
+if TYPE_CHECKING:
+    from monitor.record.anchor import AnchorLog
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -58,10 +62,25 @@ class CameraConfig(StrictModel):
         return 1 if self.realtime or self.is_network else 0
 
 
+class AnchorConfig(StrictModel):
+    """Signed checkpoints of the record's hash chains, kept outside the database (monitor.record.anchor)."""
+
+    log: str = "anchors.jsonl"  # append-only, on the daemon's disk
+    key_env: str = "HAR_ANCHOR_KEY"  # the environment variable holding the HMAC key
+    key_file: str | None = None  # or a file holding it (preferred: one the database's users cannot read)
+    every: PositiveDuration = Field(default=300.0, le=86400)
+    ship_to: str | None = None  # a copy of every anchor elsewhere: a WORM mount, another host's share
+
+
 class StorageConfig(StrictModel):
     url: str = "sqlite:///violations.db"
     evidence_dir: str = "evidence"
-    spool: str = "spool/events.jsonl"  # where violations wait, durably, while the database is unreachable
+    spool: str = "spool/events.jsonl"  # every record waits here, durably, until the database has it
+    anchor: AnchorConfig | None = None  # off unless set
+
+
+class QAConfig(StrictModel):
+    lockout_after: int = Field(default=5, ge=1, le=100)  # wrong passwords in a row that lock an account
 
 
 class EvidenceConfig(StrictModel):
@@ -98,6 +117,7 @@ class SiteConfig(StrictModel):
     metrics: MetricsConfig = MetricsConfig()
     inference: InferenceConfig = InferenceConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
+    qa: QAConfig = QAConfig()
     cameras: list[CameraConfig] = Field(min_length=1)
 
     @field_validator("cameras")
@@ -141,6 +161,21 @@ class Site:
         if camera.is_network:
             return camera.url
         return str(self.resolve(camera.url.removeprefix("file://")))
+
+    def anchor_log(self, need_key: bool = False) -> AnchorLog | None:
+        """storage.anchor's log and key (None when anchoring is off); `need_key`: UserError without a key."""
+        from monitor.record.anchor import AnchorLog, load_key
+
+        cfg = self.config.storage.anchor
+        if cfg is None:
+            return None
+        try:
+            key = load_key(cfg.key_env, self.resolve(cfg.key_file) if cfg.key_file else None)
+        except UserError as err:
+            raise UserError([f"{self.path}: {problem}" for problem in err.problems]) from None
+        if key is None and need_key:
+            raise UserError(f"{self.path}: storage.anchor: no key: set ${cfg.key_env}, or storage.anchor.key_file")
+        return AnchorLog(self.resolve(cfg.log), key, self.resolve(cfg.ship_to) if cfg.ship_to else None, cfg.every)
 
     @property
     def database_url(self) -> str:

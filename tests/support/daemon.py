@@ -55,3 +55,39 @@ class RunningDaemon:
             time.sleep(0.2)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; metrics: "
                              + str({k: v for k, v in self.scrape().items() if 'camera' in str(k)}))
+
+
+class DaemonProcess:
+    """`har-monitor run --cameras SITE` in a subprocess (`python -m monitor`): its log lines, SIGTERM, SIGKILL."""
+
+    def __init__(self, site_path: Path, *args: str):
+        import subprocess
+        import sys
+
+        from support.writer_process import checkout_env
+
+        self.process = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--cameras", str(site_path), *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=checkout_env())
+        self.log: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.log.extend(self.process.stdout), daemon=True)
+        self._reader.start()
+
+    def logged(self, needle: str) -> int:
+        return sum(needle in line for line in list(self.log))
+
+    def wait_for_log(self, needle: str, count: int = 1, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.logged(needle) < count:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the daemon exited ({self.process.returncode}) before logging {needle!r} x{count}: "
+                                     + "".join(self.log[-20:]))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {needle!r} x{count}: " + "".join(self.log[-20:]))
+            time.sleep(0.1)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM, as systemd or Kubernetes stop it; its exit status."""
+        self.process.terminate()
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
