@@ -525,6 +525,7 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
     took <= --noise % of a core) have been measured after the warm-up, or --max-window x that in all.
     `raw_backbone`, the baseline's, is timed right before and after (the host's speed drifts)."""
     from monitor.pipeline.daemon import Daemon
+    from monitor.pipeline.factory import build_pipeline
     from monitor.site.check import check_site
 
     if args.quiet_wait:
@@ -537,17 +538,10 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
         upgrade = None
     if upgrade is not None:
         upgrade(checked.site.database_url)  # a fresh SQLite file: create the schema
-    daemon = Daemon(checked)
-    raw: list[tuple[float, float]] = []  # (when, latency)
-    observe = daemon.metrics.latency.observe
-
-    def observe_and_keep(v: float) -> None:  # keep exact latencies too (the histogram buckets are coarse)
-        raw.append((time.monotonic(), v))
-        observe(v)
-
-    daemon.metrics.latency.observe = observe_and_keep
+    raw: list[tuple[float, float]] = []  # (when, latency): exact, the histogram buckets are coarse
     calls: list[tuple[float, float, int]] = []  # (start, end, frames) of every backbone call
-    embed = with_lanes(daemon.embedder.backbone, args.embed_lanes).embed
+    backbone = checked.bundle.build_backbone()
+    embed = with_lanes(backbone, args.embed_lanes).embed
 
     def timed_embed(frames: np.ndarray) -> np.ndarray:
         start = time.monotonic()
@@ -556,10 +550,12 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
         finally:
             calls.append((start, time.monotonic(), len(frames)))
 
-    daemon.embedder.backbone = dataclasses.replace(daemon.embedder.backbone, embed=timed_embed)
+    pipeline = build_pipeline(checked, backbone=dataclasses.replace(backbone, embed=timed_embed),
+                              on_stored=lambda event, latency: raw.append((time.monotonic(), latency)))
+    daemon = Daemon(pipeline)
     stop = threading.Event()
     runner = threading.Thread(target=daemon.run, args=(stop,), name="bench-daemon", daemon=True)
-    reg = daemon.metrics.registry
+    reg = pipeline.metrics.registry
     t_start = time.monotonic()
     runner.start()
     while total(snapshot(reg), "har_monitor_embeddings_total") == 0:

@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor.site.check import check_site
     from monitor.site.config import parse_shard
 
-    daemon = Daemon(check_site(args.cameras), parse_shard(args.shard) if args.shard else None)
+    daemon = Daemon.for_site(check_site(args.cameras), parse_shard(args.shard) if args.shard else None)
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())  # handlers belong to the main thread
     summary = daemon.run(stop_on_signals(), args.duration)
     print(f"violations this run: {dict(summary.violations) or 'none'}")

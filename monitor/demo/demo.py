@@ -128,8 +128,8 @@ def run_demo(root: Path, duration: float | None, rebuild: bool = False, stop: th
         build_demo_site(root)
     checked = check_site(site_path)
     upgrade(checked.site.database_url)  # the demo's own fresh SQLite file
-    daemon = Daemon(checked)
-    port = daemon.site.config.metrics.port
+    daemon = Daemon.for_site(checked)
+    port = checked.site.config.metrics.port
     print(f"watching {len(daemon.sources)} cameras, metrics on http://127.0.0.1:{port}/metrics, "
           f"{'Ctrl-C to stop' if duration is None else f'for {duration:g} s'}", flush=True)
     summary = daemon.run(stop or threading.Event(), duration)

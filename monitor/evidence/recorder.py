@@ -21,6 +21,7 @@ most `(pre_roll + post_roll) * fps + 1` of those frames (shared, not copied) unt
 >>> import tempfile
 >>> rec = EvidenceRecorder(Path(tempfile.mkdtemp()), pre_roll=1, post_roll=1,
 ...                        on_written=lambda e: print(e.clip.parent.name, e.clip.name, e.frames))
+>>> rec.start()
 >>> for i in range(20):  # 4 s of 768x432 frames at 5 fps
 ...     rec.add_frame("cam-1", 1_700_000_000 + i / 5, np.zeros((432, 768, 3), np.uint8))
 ...     if i == 5:
@@ -52,6 +53,7 @@ from monitor.evidence.faces import blur_faces_in, load_face_detector
 from monitor.evidence.media import encode_jpeg, write_clip
 from monitor.fileio import fsync_path, sha256_file
 from monitor.model.frames import reduced_size
+from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ def _log_error(episode_id: str, exc: Exception) -> None:
     log.warning(kv(event="evidence_failed", episode=episode_id, error=exc))
 
 
-class EvidenceRecorder:
+class EvidenceRecorder(Worker):
     """Ring buffers per camera, and one writer thread that turns opened episodes into clips + snapshots.
 
     `add_frame` and `episode_opened` are thread-safe and never wait on disk or encoding. The
@@ -140,6 +142,7 @@ class EvidenceRecorder:
         self.pre_roll, self.post_roll, self.fps, self.width = pre_roll, post_roll, fps, width
         self.grace, self.max_pending = grace, max_pending
         self.on_written, self.on_error = on_written, on_error
+        super().__init__("evidence-writer")
         self._faces = load_face_detector(face_cascade) if blur_faces else None  # fail at start, not mid-episode
         self.ring_frames = math.ceil((pre_roll + post_roll + _RING_SLACK) * fps) + 1
         self._lock = threading.Lock()
@@ -148,8 +151,6 @@ class EvidenceRecorder:
         self._queued = 0  # jobs handed to the writer and not yet done
         self._jobs: queue.Queue[_Job | None] = queue.Queue()  # bounded by max_pending
         self._closing = False
-        self._writer = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
-        self._writer.start()
 
     # -- camera threads -------------------------------------------------------------------------
     def add_frame(self, camera: str, ts: float, rgb: np.ndarray) -> None:
@@ -198,16 +199,20 @@ class EvidenceRecorder:
             self._report_error(episode_id, error)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def close(self, timeout: float) -> bool:
-        """Write every scheduled episode with the frames there are, then stop. True if all was done in time."""
+    def stop(self) -> None:
+        """Write every scheduled episode with the frames there are, then end (ops.lifecycle)."""
         with self._lock:
             if not self._closing:
                 self._closing = True
                 for p in list(self._pending.values()):
                     self._enqueue(p)
                 self._jobs.put(None)
-        self._writer.join(timeout)
-        return not self._writer.is_alive()
+        super().stop()
+
+    def close(self, timeout: float) -> bool:
+        """stop() and join(): True if every scheduled episode was written in time."""
+        self.stop()
+        return self.join(timeout)
 
     # -- internals ------------------------------------------------------------------------------
     def _reduce(self, rgb: np.ndarray) -> np.ndarray:
@@ -236,7 +241,7 @@ class EvidenceRecorder:
             nearest = min((p.deadline for p in self._pending.values()), default=now + 1.0)
         return min(max(nearest - now, 0.01), 1.0)
 
-    def _run(self) -> None:
+    def run(self) -> None:
         while True:
             try:
                 job = self._jobs.get(timeout=self._expire())

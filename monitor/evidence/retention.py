@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv
 
 log = logging.getLogger(__name__)
+SWEEP_SECONDS = 3600.0
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -50,3 +53,23 @@ def prune(directory: Path, retention_days: float, now: float | None = None) -> l
     if deleted:
         log.info(kv(event="evidence_pruned", files=len(deleted), retention_days=float(retention_days)))
     return deleted
+
+
+class RetentionSweeper(Worker):
+    """Prunes `directory` every `every` seconds; each deleted file goes to `on_pruned(relative path, days)`
+    (the record's audit trail). A failed sweep (a permission, a full disk) is logged and tried again
+    at the next one: it never ends the thread."""
+
+    def __init__(self, directory: Path, retention_days: float, on_pruned: Callable[[str, float], None],
+                 every: float = SWEEP_SECONDS):
+        super().__init__("evidence-retention")
+        self.directory, self.retention_days, self.on_pruned, self.every = directory, retention_days, on_pruned, every
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                for path in prune(self.directory, self.retention_days):
+                    self.on_pruned(str(path.relative_to(self.directory)), self.retention_days)
+            except (OSError, ValueError, OverflowError) as exc:
+                log.error(kv(event="evidence_retention_failed", error=f"{type(exc).__name__}: {exc}"))
+            self.stopping.wait(self.every)

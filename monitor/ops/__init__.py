@@ -1,1 +1,2 @@
-"""Operating the daemon: Prometheus metrics with health endpoints (metrics.py) and key=value logs (logs.py)."""
+"""Operating the daemon: the lifecycle of its threads (lifecycle.py), Prometheus metrics with health
+endpoints (metrics.py) and key=value logs (logs.py)."""

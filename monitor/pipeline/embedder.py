@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -11,37 +10,41 @@ import numpy as np
 
 from monitor.messages import Embedding
 from monitor.model.backbones import Backbone
+from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv
 from monitor.pipeline.framequeue import FrameQueues
 
 log = logging.getLogger(__name__)
 
 
-class Embedder:
-    """Runs until `upstream_done` is set and the queues are empty, so no sampled frame is lost at shutdown."""
+class Embedder(Worker):
+    """Takes batches of up to `max_batch` frames (or what came within `max_wait_ms`) from the queues.
+
+    `stop()` means the cameras have stopped: it embeds what is still queued, then ends, so no sampled
+    frame is lost at shutdown.
+    """
 
     def __init__(self, backbone: Backbone, queues: FrameQueues, max_batch: int, max_wait_ms: float,
-                 emit: Callable[[list[Embedding]], None], upstream_done: threading.Event,
+                 emit: Callable[[list[Embedding]], None],
                  observe: Callable[[int, float], None] = lambda n, seconds: None):
+        super().__init__("embedder")
         self.backbone = backbone
         self.queues = queues
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.emit = emit
-        self.upstream_done = upstream_done
         self.observe = observe
-        self.thread = threading.Thread(target=self._run, name="embedder", daemon=True)
 
     def warm_up(self) -> None:
         """Trace and run the compiled backbone once before cameras start."""
         h, w = self.backbone.input_size
         self.backbone.embed(np.zeros((1, h, w, 3), np.uint8))
 
-    def _run(self) -> None:
+    def run(self) -> None:
         while True:
             batch = self.queues.get_batch(self.max_batch, self.max_wait)
             if not batch:
-                if self.upstream_done.is_set() and not len(self.queues):
+                if self.stopping.is_set() and not len(self.queues):
                     return
                 continue
             start = time.perf_counter()
@@ -51,4 +54,4 @@ class Embedder:
                 log.exception(kv(event="inference_failed", batch=len(batch)))
                 continue
             self.observe(len(batch), time.perf_counter() - start)
-            self.emit([Embedding(f.camera, f.ts, f.mono, v) for f, v in zip(batch, vectors)])
+            self.emit([Embedding(f.camera, f.ts, f.mono, v) for f, v in zip(batch, vectors, strict=True)])

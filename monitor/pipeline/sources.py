@@ -26,6 +26,7 @@ import numpy as np
 from monitor.backoff import Backoff
 from monitor.messages import SampledFrame
 from monitor.model.frames import FrameSampler, open_container, reduced_size, set_decode_threads, to_rgb
+from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv, redact, redact_url
 
 log = logging.getLogger(__name__)
@@ -62,78 +63,81 @@ class SourceHooks:
     evidence: Callable[[str, float, np.ndarray], None] = lambda camera, ts, rgb: None  # reduced-size RGB
 
 
-class CameraSource:
-    """Supervises one camera: start() returns at once, stop() asks the threads to end."""
+class CameraSource(Worker):
+    """Supervises one camera (ops.lifecycle: start, stop, join). Its thread is the supervisor; each
+    connection gets a reader thread of its own, which the supervisor abandons when it stalls."""
 
-    def __init__(self, settings: SourceSettings, hooks: SourceHooks, stop: threading.Event):
+    def __init__(self, settings: SourceSettings, hooks: SourceHooks):
+        super().__init__(f"camera-{settings.camera}")
         self.s = settings
         self.hooks = hooks
-        self._stop = stop
         self._generation = 0
         self._last_frame = 0.0  # monotonic time of the last decoded frame of the current reader
         self._connected = False
         self._ended = False  # a file without loop reached its end
         self._error: str | None = None
-        self._thread = threading.Thread(target=self._supervise, name=f"camera-{settings.camera}", daemon=True)
 
     @property
-    def name(self) -> str:
+    def camera(self) -> str:
         return self.s.camera
 
     @property
     def is_up(self) -> bool:
         return self._connected and time.monotonic() - self._last_frame <= self.s.stall_seconds
 
-    def start(self) -> None:
-        self._thread.start()
+    @property
+    def healthy(self) -> bool:
+        return super().healthy or self._ended  # a file camera that played once is done, not dead
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _supervise(self) -> None:
-        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.name)))
+    def run(self) -> None:
+        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.camera)))
         shown = redact_url(self.s.location)
-        while not self._stop.is_set():
-            self._generation += 1
-            self._connected, self._error, self._last_frame = False, None, time.monotonic()
-            reader = threading.Thread(target=self._read, args=(self._generation,), name=f"reader-{self.name}", daemon=True)
-            reader.start()
-            reason = self._watch(reader)
-            self._generation += 1  # whatever happened, that reader may publish nothing more
-            self.hooks.up(self.name, False)
-            if self._stop.is_set():
+        while not self.stopping.is_set():
+            reason = self._connect_once()
+            self.hooks.up(self.camera, False)
+            if self.stopping.is_set():
                 break
             if self._ended:
-                log.info(kv(event="camera_ended", camera=self.name, url=shown))
+                log.info(kv(event="camera_ended", camera=self.camera, url=shown))
                 break
             if reason == "stalled":
-                self.hooks.stall(self.name)
+                self.hooks.stall(self.camera)
             if self._connected:
                 backoff.reset()
             delay = backoff.next()
-            log.warning(kv(event="camera_down", camera=self.name, url=shown, reason=reason, retry_in_s=round(delay, 1)))
-            if self._stop.wait(delay):
+            log.warning(kv(event="camera_down", camera=self.camera, url=shown, reason=reason, retry_in_s=round(delay, 1)))
+            if self.stopping.wait(delay):
                 break
-            self.hooks.reconnect(self.name)
+            self.hooks.reconnect(self.camera)
+
+    def _connect_once(self) -> str:
+        """Start a reader for a new connection and watch it until it is over; return why it is over."""
+        self._generation += 1
+        self._connected, self._error, self._last_frame = False, None, time.monotonic()
+        reader = threading.Thread(target=self._read, args=(self._generation,), name=f"reader-{self.camera}", daemon=True)
+        reader.start()
+        reason = self._watch(reader)
+        self._generation += 1  # whatever happened, that reader may publish nothing more
+        return reason
 
     def _watch(self, reader: threading.Thread) -> str:
         """Wait until the reader ends or stalls; return why it is over."""
-        while reader.is_alive() and not self._stop.is_set():
+        while reader.is_alive() and not self.stopping.is_set():
             reader.join(0.1)
             if self._connected and time.monotonic() - self._last_frame > self.s.stall_seconds:
                 return "stalled"
-        if self._stop.is_set():
+        if self.stopping.is_set():
             return "stopping"
         return self._error or "stream ended"
 
     def _read(self, generation: int) -> None:
-        mine = lambda: generation == self._generation and not self._stop.is_set()
+        mine = lambda: generation == self._generation and not self.stopping.is_set()
         try:
             self._read_stream(mine)
         except (av.FFmpegError, OSError, ValueError, av.error.EOFError) as exc:
             self._error = f"{type(exc).__name__}: {redact(str(exc))}"
         except Exception as exc:  # a reader must never take the process down
-            log.exception(kv(event="reader_crashed", camera=self.name))
+            log.exception(kv(event="reader_crashed", camera=self.camera))
             self._error = f"{type(exc).__name__}: {redact(str(exc))}"
 
     def _read_stream(self, mine: Callable[[], bool]) -> None:
@@ -157,21 +161,21 @@ class CameraSource:
                     t = offset + frame.time if frame.time is not None else last_t + frame_period
                     if s.realtime and not s.is_network:
                         pace_start = pace_start if pace_start is not None else now - t
-                        if self._stop.wait(max(0.0, pace_start + t - now)):
+                        if self.stopping.wait(max(0.0, pace_start + t - now)):
                             return
                     self._last_frame = time.monotonic()
                     if not self._connected:
                         self._connected = True
-                        self.hooks.up(self.name, True)
-                        log.info(kv(event="camera_up", camera=self.name, url=redact_url(s.location),
+                        self.hooks.up(self.camera, True)
+                        log.info(kv(event="camera_up", camera=self.camera, url=redact_url(s.location),
                                     codec=stream.codec_context.name, width=stream.width, height=stream.height))
                     ts = time.time()
-                    self.hooks.decoded(self.name, ts)
+                    self.hooks.decoded(self.camera, ts)
                     last_t = t
                     if sampler.take(t):
-                        self.hooks.frame(SampledFrame(self.name, ts, self._last_frame, to_rgb(frame, width, height)))
+                        self.hooks.frame(SampledFrame(self.camera, ts, self._last_frame, to_rgb(frame, width, height)))
                     if evidence_sampler is not None and evidence_sampler.take(t):
-                        self.hooks.evidence(self.name, ts, self._evidence_frame(frame))
+                        self.hooks.evidence(self.camera, ts, self._evidence_frame(frame))
             if s.is_network:
                 self._error = "stream ended"  # a live stream's end is a disconnect
                 return
@@ -190,7 +194,7 @@ class CameraSource:
             try:
                 frames = packet.decode()
             except av.error.InvalidDataError:
-                self.hooks.decode_error(self.name)
+                self.hooks.decode_error(self.camera)
                 continue
             yield from frames
 

@@ -12,10 +12,9 @@ from monitor.errors import UserError
 from monitor.model.bundle import Bundle, load_bundle
 from monitor.model.frames import probe
 from monitor.ops.logs import redact
-from monitor.pipeline.sources import SourceSettings
 from monitor.record.db import normalize_url
 from monitor.rules import RuleSet, load_rules
-from monitor.site.config import CameraConfig, Site, load_site
+from monitor.site.config import Site, load_site
 
 
 @dataclass(frozen=True)
@@ -23,18 +22,6 @@ class CheckedSite:
     site: Site
     bundle: Bundle
     rules: RuleSet
-
-
-def source_settings(site: Site, cam: CameraConfig, bundle: Bundle, size: tuple[int, int]) -> SourceSettings:
-    rc = site.config.reconnect
-    return SourceSettings(
-        camera=cam.id, location=site.camera_location(cam), is_network=cam.is_network, size=size,
-        sample_fps=cam.sample_fps or bundle.manifest.window.sample_fps, loop=cam.loop, realtime=cam.realtime,
-        stall_seconds=cam.stall_seconds, open_timeout=cam.open_timeout_seconds,
-        decode_threads=cam.decoder_threads,
-        backoff_initial=rc.initial_seconds, backoff_max=rc.max_seconds,
-        evidence_fps=site.config.evidence.fps if site.config.evidence.enabled else 0.0,
-        evidence_width=site.config.evidence.width)
 
 
 def camera_problems(site: Site, probe_network: bool) -> list[str]:

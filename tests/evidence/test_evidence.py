@@ -71,6 +71,7 @@ class Collect:
 def test_a_real_clip_gives_a_clip_covering_pre_to_post_roll_and_a_snapshot(tmp_path):
     got = Collect()
     rec = EvidenceRecorder(tmp_path, pre_roll=5.0, post_roll=5.0, fps=5.0, width=480, **got.kwargs())
+    rec.start()
     opened = BASE + 8.0
     fed, nearest = [], None
     for t, rgb in clip_frames(FLOOR, 20.0):
@@ -116,6 +117,7 @@ def test_a_real_clip_gives_a_clip_covering_pre_to_post_roll_and_a_snapshot(tmp_p
 def test_a_camera_that_stops_still_gets_its_evidence_at_the_deadline(tmp_path):
     got = Collect()
     rec = EvidenceRecorder(tmp_path, pre_roll=2.0, post_roll=2.0, grace=0.5, **got.kwargs())
+    rec.start()
     opened = BASE + 6.0
     for t, rgb in clip_frames(FLOOR, 7.0):  # the camera dies 1 s into the post-roll
         rec.add_frame("line-2", BASE + t, rgb)
@@ -132,6 +134,7 @@ def test_a_camera_that_stops_still_gets_its_evidence_at_the_deadline(tmp_path):
 def test_a_camera_that_never_delivered_reports_an_error_not_an_empty_file(tmp_path):
     got = Collect()
     rec = EvidenceRecorder(tmp_path, pre_roll=1.0, post_roll=1.0, grace=0.2, **got.kwargs())
+    rec.start()
     rec.episode_opened("ep-none", "dark-cam", BASE)
     assert got.done.wait(30)
     assert rec.close(timeout=10)
@@ -143,6 +146,7 @@ def test_a_camera_that_never_delivered_reports_an_error_not_an_empty_file(tmp_pa
 def test_close_writes_what_is_buffered(tmp_path):
     got = Collect()
     rec = EvidenceRecorder(tmp_path, pre_roll=2.0, post_roll=60.0, grace=60.0, **got.kwargs())
+    rec.start()
     for t, rgb in clip_frames(FLOOR, 4.0):
         rec.add_frame("line-3", BASE + t, rgb)
     rec.episode_opened("ep-close", "line-3", BASE + 3.0)
@@ -155,6 +159,7 @@ def test_close_writes_what_is_buffered(tmp_path):
 def test_two_cameras_fed_from_two_threads_at_once(tmp_path):
     got = Collect()
     rec = EvidenceRecorder(tmp_path, pre_roll=2.0, post_roll=2.0, **got.kwargs())
+    rec.start()
     frames = list(clip_frames(FLOOR, 12.0))
     errors: list[BaseException] = []
 
@@ -195,6 +200,7 @@ def test_a_failing_callback_does_not_stop_the_writer_and_too_many_episodes_are_r
 
     rec = EvidenceRecorder(tmp_path, pre_roll=0.4, post_roll=0.4, grace=30, max_pending=2, on_written=on_written,
                            on_error=lambda episode, exc: errors.append(episode))
+    rec.start()
     rec.episode_opened("ep-1", "cam", BASE + 1.0)
     rec.episode_opened("ep-2", "cam", BASE + 1.2)
     rec.episode_opened("ep-3", "cam", BASE + 1.4)  # a third while two wait: refused, reported
@@ -207,6 +213,7 @@ def test_a_failing_callback_does_not_stop_the_writer_and_too_many_episodes_are_r
 
 def test_bad_names_are_refused_before_they_become_paths(tmp_path):
     rec = EvidenceRecorder(tmp_path)
+    rec.start()
     with pytest.raises(ValueError, match="file name"):
         rec.episode_opened("../../etc/passwd", "cam", BASE)
     with pytest.raises(ValueError, match="file name"):
@@ -264,6 +271,7 @@ def test_blur_faces_blurs_every_stored_frame(tmp_path):
     got = Collect()
     rec = EvidenceRecorder(tmp_path, pre_roll=1.0, post_roll=1.0, fps=30.0, width=width, blur_faces=True,
                            **got.kwargs())
+    rec.start()
     opened = BASE + frames[index][0]
     for t, rgb in frames:
         rec.add_frame("gown-1", BASE + t, rgb)
@@ -294,6 +302,7 @@ def test_blur_faces_blurs_every_stored_frame(tmp_path):
 def test_prune_deletes_old_evidence_only(tmp_path):
     got = Collect()
     rec = EvidenceRecorder(tmp_path, pre_roll=0.4, post_roll=0.4, **got.kwargs())
+    rec.start()
     for i in range(10):
         rec.add_frame("cam", BASE + i / 5, np.full((120, 160, 3), i * 10, np.uint8))
     rec.episode_opened("ep-old", "cam", BASE + 1.0)

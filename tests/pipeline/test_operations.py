@@ -54,7 +54,7 @@ def test_a_shard_watches_its_cameras_and_labels_its_metrics(tmp_path, tiny_bundl
     mine = sorted(c["id"] for c in cameras if shard_of(c["id"], 2) == 1)
     site = write_site(tmp_path, tiny_bundle, cameras)
     with RunningDaemon(site, shard=(1, 2)) as d:
-        assert sorted(s.name for s in d.daemon.sources) == mine
+        assert sorted(s.camera for s in d.daemon.sources) == mine
         base = d.daemon.summary.metrics_url.removesuffix("/metrics")
         d.wait_for(lambda: get(base + "/readyz")[0] == 200, 30, "ready")
         status, state = get(base + "/readyz")

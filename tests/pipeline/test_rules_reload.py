@@ -73,13 +73,13 @@ def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_b
 
         write_rules(rules_file, ALWAYS, {**ALSO, "action": "smoking"})  # not a label of the model
         d.wait_for(lambda: reloads("error") == 1, 30, "the bad set refused")
-        assert d.daemon.reload_rules() is False and reloads("error") == 2
+        assert d.daemon.pipeline.rules_watcher.reload() is False and reloads("error") == 2
         assert build_rules_hash(d) == second, "the old set keeps running"
 
         write_rules(rules_file, {**ALWAYS, "severity": "critical"})  # changed; `also` removed
         d.wait_for(lambda: violations("always", "critical") == 1, 30, "the changed rule's new episode")
         third = build_rules_hash(d)
-        assert reloads("ok") == 2 and d.daemon.engine.open_count() == 1
+        assert reloads("ok") == 2 and d.value("har_monitor_open_episodes") == 1
     by_rule = {(r["rule"], r["severity"]): r for r in rows(tmp_path / "violations.db")}
     assert set(by_rule) == {("always", "major"), ("also", "major"), ("always", "critical")}
     assert all(r["ended_at"] is not None and json.loads(r["labels"]) == {"team": "qa"} for r in by_rule.values())

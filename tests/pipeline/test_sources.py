@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -53,11 +52,11 @@ class Recorder:
 
 
 def play(location: Path, seconds: float | None = None, **settings) -> Recorder:
-    rec, stop = Recorder(), threading.Event()
-    source = CameraSource(SourceSettings("cam", str(location), False, (75, 75), **settings), rec.hooks(), stop)
+    rec = Recorder()
+    source = CameraSource(SourceSettings("cam", str(location), False, (75, 75), **settings), rec.hooks())
     source.start()
     source.join(seconds if seconds is not None else 30)
-    stop.set()
+    source.stop()
     source.join(5)
     return rec
 

@@ -11,7 +11,8 @@ import yaml
 
 from monitor.cli import main
 from monitor.errors import UserError
-from monitor.site.check import check_site, source_settings
+from monitor.pipeline.factory import source_settings
+from monitor.site.check import check_site
 from monitor.site.config import load_site
 from support.sites import ALWAYS_RULES, write_site
 

@@ -17,7 +17,7 @@ class RunningDaemon:
         checked = check_site(site_path)
         if upgrade:
             upgrade_schema(checked.site.database_url)
-        self.daemon = Daemon(checked, shard)
+        self.daemon = Daemon.for_site(checked, shard)
         self.stop = threading.Event()
         self.summary = None
         self.thread = threading.Thread(target=self._run, daemon=True)

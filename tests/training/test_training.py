@@ -113,7 +113,7 @@ def test_each_backbone_and_head_gives_a_bundle_run_and_predict_load(small_data, 
     clip = next((small_data / "fall").glob("*.mp4"))
     site = write_site(tmp_path / "site", out, [{"id": "cam", "url": str(clip)}], rules={"rules": []})
     daemon = RunningDaemon(site).daemon
-    assert daemon.classifier.labels == ["fall", "idle", "walk"]
+    assert daemon.pipeline.analysis.classifier.labels == ["fall", "idle", "walk"]
     # predict loads it
     assert main(["predict", str(out), str(clip), "--top-k", "2"]) == 0
     assert str(clip) in capsys.readouterr().out

@@ -1,0 +1,198 @@
+"""Build the stages of the live pipeline from a checked site; the daemon only starts and stops them.
+
+Every callback between stages is connected here, so each stage stays testable alone with plain
+inputs, and a benchmark or test can swap one piece (e.g. `backbone=`) without reaching into the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitor.errors import UserError
+from monitor.evidence.recorder import EvidenceRecorder
+from monitor.evidence.retention import RetentionSweeper
+from monitor.messages import SampledFrame, ViolationEvent
+from monitor.model.backbones import Backbone
+from monitor.model.bundle import Bundle
+from monitor.ops.logs import kv
+from monitor.ops.metrics import Metrics, describe_build
+from monitor.pipeline.analysis import Analysis
+from monitor.pipeline.classifier import Classifier
+from monitor.pipeline.embedder import Embedder
+from monitor.pipeline.framequeue import FrameQueues
+from monitor.pipeline.reload import RulesWatcher
+from monitor.pipeline.sinks import ViolationSinks
+from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
+from monitor.pipeline.windows import WindowBuffers
+from monitor.record.db import SchemaOutdated, check_schema, shown_url
+from monitor.record.writer import Provenance, StoreWriter
+from monitor.rules import RuleEngine, RuleSet
+from monitor.site.check import CheckedSite
+from monitor.site.config import CameraConfig, Site, shard_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    """The built stages, in flow order, and what the daemon reports about them."""
+
+    site: Site
+    bundle: Bundle
+    cameras: list[CameraConfig]
+    shard: tuple[int, int] | None
+    metrics: Metrics
+    backbone: Backbone
+    sources: list[CameraSource]
+    queues: FrameQueues
+    embedder: Embedder
+    analysis: Analysis
+    sinks: ViolationSinks
+    writer: StoreWriter
+    evidence: EvidenceRecorder | None
+    retention: RetentionSweeper | None
+    rules_watcher: RulesWatcher
+    build_info: dict[str, str] = field(default_factory=dict)
+
+
+def source_settings(site: Site, cam: CameraConfig, bundle: Bundle, size: tuple[int, int]) -> SourceSettings:
+    rc = site.config.reconnect
+    return SourceSettings(
+        camera=cam.id, location=site.camera_location(cam), is_network=cam.is_network, size=size,
+        sample_fps=cam.sample_fps or bundle.manifest.window.sample_fps, loop=cam.loop, realtime=cam.realtime,
+        stall_seconds=cam.stall_seconds, open_timeout=cam.open_timeout_seconds,
+        decode_threads=cam.decoder_threads,
+        backoff_initial=rc.initial_seconds, backoff_max=rc.max_seconds,
+        evidence_fps=site.config.evidence.fps if site.config.evidence.enabled else 0.0,
+        evidence_width=site.config.evidence.width)
+
+
+def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *, backbone: Backbone | None = None,
+                   on_stored: Callable[[ViolationEvent, float], None] | None = None) -> Pipeline:
+    """All the stages of `checked`'s site (this shard's cameras), connected, none started.
+
+    `backbone`: use this one instead of the bundle's (benchmarks time it). `on_stored(event, seconds)`:
+    also told of every event written to the record, with its frame-to-stored latency.
+    """
+    site, bundle = checked.site, checked.bundle
+    cfg = site.config
+    cameras = [c for c in site.cameras if shard is None or shard_of(c.id, shard[1]) == shard[0]]
+    if not cameras:
+        log.warning(kv(event="no_cameras_in_shard", shard=f"{shard[0]}/{shard[1]}" if shard else "-"))
+    names = [c.id for c in cameras]
+    metrics = Metrics()
+    backbone = backbone or bundle.build_backbone()
+    window = bundle.manifest.window
+    writer = _writer(checked, shard, metrics, on_stored)
+    evidence = _evidence(site, writer)
+    sinks = ViolationSinks(metrics, writer, evidence)
+    queues = FrameQueues(names, {c.id: c.queue_size for c in cameras},
+                         on_drop=lambda cam: metrics.frames_dropped.labels(cam).inc())
+    settings = [source_settings(site, c, bundle, backbone.input_size) for c in cameras]
+    max_gap = 3.0 * max((1.0 / s.sample_fps for s in settings), default=1.0) + 1.0
+    build = dict(site=cfg.site, model=bundle.hash, rules=checked.rules.hash, config=site.hash[:16],
+                 host=socket.gethostname())
+
+    def rules_swapped(ruleset: RuleSet) -> None:
+        metrics.init_rules(names, ruleset.severities())
+        build["rules"] = ruleset.hash
+        describe(metrics, build, ruleset)
+        log.info(kv(event="rules_reloaded", rules=ruleset.hash, count=len(ruleset.rules)))
+
+    analysis = Analysis(WindowBuffers(window.frames, window.stride, max_gap),
+                        Classifier(bundle.head_file, bundle.labels, window.frames, backbone.dim),
+                        RuleEngine(checked.rules, {c.id: c.zone for c in cameras}), sinks, metrics, rules_swapped)
+    embedder = Embedder(backbone, queues, cfg.inference.max_batch, cfg.inference.max_wait_ms, analysis.put,
+                        lambda size, seconds: (metrics.batch_size.observe(size), metrics.inference_seconds.observe(seconds)))
+    sources = [CameraSource(s, _hooks(metrics, queues, evidence)) for s in settings]
+    watcher = RulesWatcher(site.rule_files, bundle.labels, bundle.manifest.groups, checked.rules, analysis.offer_rules,
+                           metrics)
+    retention = None
+    if evidence and cfg.evidence.retention_days:
+        retention = RetentionSweeper(evidence.directory, cfg.evidence.retention_days, writer.put_pruned)
+    metrics.init_labels(names, bundle.labels, checked.rules.severities())
+    describe(metrics, build, checked.rules)
+    return Pipeline(site, bundle, cameras, shard, metrics, backbone, sources, queues, embedder, analysis, sinks,
+                    writer, evidence, retention, watcher, build)
+
+
+def describe(metrics: Metrics, build: dict[str, str], ruleset: RuleSet) -> None:
+    """The build info and one har_monitor_rule_info sample per rule running."""
+    describe_build(metrics, **build)
+    metrics.rule_info.set([{"rule": r.id, "severity": r.severity, "kind": r.kind,
+                            **{f"label_{k}": v for k, v in r.labels.items()}} for r in ruleset.rules])
+
+
+def _hooks(metrics: Metrics, queues: FrameQueues, evidence: EvidenceRecorder | None) -> SourceHooks:
+    def decoded(cam: str, ts: float) -> None:
+        metrics.frames_decoded.labels(cam).inc()
+        metrics.last_frame.labels(cam).set(ts)
+
+    def frame(f: SampledFrame) -> None:
+        metrics.frames_sampled.labels(f.camera).inc()
+        queues.put(f)
+
+    return SourceHooks(
+        frame=frame, decoded=decoded,
+        decode_error=lambda cam: metrics.decode_errors.labels(cam).inc(),
+        up=lambda cam, up: metrics.camera_up.labels(cam).set(1 if up else 0),
+        reconnect=lambda cam: metrics.reconnects.labels(cam).inc(),
+        stall=lambda cam: metrics.stalls.labels(cam).inc(),
+        evidence=evidence.add_frame if evidence else (lambda cam, ts, rgb: None))
+
+
+def _writer(checked: CheckedSite, shard: tuple[int, int] | None, metrics: Metrics,
+            on_stored: Callable[[ViolationEvent, float], None] | None) -> StoreWriter:
+    site = checked.site
+    prov = Provenance(site.config.site, checked.bundle.hash, checked.rules.hash, site.hash)
+    spool = site.resolve(site.config.storage.spool)
+    if shard is not None:  # shards may share a volume: each keeps its own spool
+        spool = spool.with_name(f"{spool.stem}.shard{shard[0]}of{shard[1]}{spool.suffix}")
+    writer: StoreWriter
+
+    def stored(event: ViolationEvent) -> None:
+        metrics.store_writes.inc()
+        metrics.store_pending.set(writer.pending())
+        if event.kind == "opened":
+            latency = time.monotonic() - event.mono
+            metrics.latency.observe(latency)
+            if on_stored:
+                on_stored(event, latency)
+
+    writer = StoreWriter(site.database_url, prov, spool, stored=stored, failed=metrics.store_errors.inc,
+                         spooled=metrics.spool_depth.set, anchors=site.anchor_log(need_key=True),
+                         anchored=metrics.anchored, anchor_failed=metrics.anchor_errors.inc,
+                         evidence_expected=site.config.evidence.enabled)
+    _check_schema(site, writer)
+    return writer
+
+
+def _check_schema(site: Site, writer: StoreWriter) -> None:
+    """An outdated schema is the user's to fix (exit 2); an unreachable database is an outage (spool)."""
+    try:
+        check_schema(writer.engine, f"har-monitor db upgrade --cameras {site.path}")
+    except SchemaOutdated as exc:
+        raise UserError(f"{site.path}: storage.url: {exc}") from None
+    except SQLAlchemyError as exc:
+        log.warning(kv(event="store_unreachable_at_start", database=shown_url(site.database_url),
+                       error=type(getattr(exc, "orig", None) or exc).__name__, spool=len(writer.spool)))
+
+
+def _evidence(site: Site, writer: StoreWriter) -> EvidenceRecorder | None:
+    cfg = site.config.evidence
+    if not cfg.enabled:
+        return None
+    root: Path = site.resolve(site.config.storage.evidence_dir)
+    try:
+        return EvidenceRecorder(root, cfg.pre_roll_seconds, cfg.post_roll_seconds, cfg.fps, cfg.width, cfg.blur_faces,
+                                on_written=lambda ev: writer.put_evidence(ev.episode_id, ev.as_record(root)),
+                                on_error=lambda episode, exc: writer.put_evidence_failed(episode, str(exc)))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{site.path}: evidence: {exc}") from None
