@@ -219,8 +219,8 @@ def _at(anchor: Anchor) -> str:
 def _rows_at(conn: sa.Connection, table: sa.Table, seqs: set[int]) -> tuple[dict[int, tuple[str, int]], int]:
     """({anchored seq: (its row_hash, rows up to it)} for those that exist, all rows), in one streamed pass."""
     found, count = {}, 0
-    for seq, row_hash in conn.execution_options(yield_per=5000).execute(
-            sa.select(table.c.seq, table.c.row_hash).order_by(table.c.seq)):
+    for seq, row_hash in conn.execute(sa.select(table.c.seq, table.c.row_hash).order_by(table.c.seq)
+                                      .execution_options(yield_per=5000)):
         count += 1
         if seq in seqs:
             found[seq] = (row_hash, count)

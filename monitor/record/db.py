@@ -145,15 +145,15 @@ def check_schema(engine: Engine, command: str = "har-monitor db upgrade --camera
                              f"this version needs {head}: run `{command}`")
 
 
-def upgrade(url: str) -> tuple[str | None, str]:
-    """Bring the database to the newest schema; returns (before, after) revisions."""
+def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
+    """Bring the database to the newest schema (or `revision`); returns (before, after) revisions."""
     from alembic import command
 
     engine = create_engine(url, UPGRADE_CALL_SECONDS)
     try:
         with engine.begin() as conn:
             before = schema_revision(conn)
-            command.upgrade(_alembic_config(conn), "head")
+            command.upgrade(_alembic_config(conn), revision)
             return before, schema_revision(conn)
     finally:
         engine.dispose()

@@ -100,7 +100,7 @@ def verify_chain(conn: sa.Connection, table: sa.Table) -> list[Problem]:
                                                                    "or the head was deleted")]
     problems: list[Problem] = []
     prev, prev_seq, inserted_until = GENESIS, 0, 0
-    rows = conn.execution_options(yield_per=1000).execute(sa.select(table).order_by(table.c.seq))
+    rows = conn.execute(sa.select(table).order_by(table.c.seq).execution_options(yield_per=1000))  # streamed
     for row in rows:
         if row.seq > head.seq:
             problems.append(Problem(name, _where(row), "inserted after the chain head: not written by the ledger"))

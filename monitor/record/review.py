@@ -33,7 +33,7 @@ from monitor.record.tables import audit_events, reviews, users, violations
 ROLES = ("viewer", "reviewer", "admin")
 DISPOSITIONS = ("confirmed", "false_positive", "needs_follow_up")
 LOCKOUT_AFTER = 5  # wrong passwords in a row
-USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # fullmatch: "$" would let a newline end it
 EXPORT_COLUMNS = ["id", "site", "host", "camera", "rule", "severity", "action", "started_at", "ended_at", "confidence",
                   "status", "dispositions", "clip", "clip_sha256", "snapshot", "snapshot_sha256", "model_hash",
                   "rules_hash", "config_hash", "row_hash", "audit_trail"]
@@ -58,7 +58,7 @@ def _printable(text: str) -> bool:
 
 
 def add_user(conn: sa.Connection, name: str, role: str, password: str, printed_name: str | None = None) -> None:
-    if not USER_NAME.match(name):
+    if not USER_NAME.fullmatch(name):
         raise UserError(f"user name {name!r}: 1 to 64 letters, digits, '.', '_', '@' or '-', "
                         "starting with a letter or digit")
     if printed_name is not None and not (_printable(printed_name) and len(printed_name) <= 128):
@@ -109,7 +109,7 @@ def unlock_user(conn: sa.Connection, name: str, reason: str, actor: str | None =
 
 def _refused(conn: sa.Connection, name: str, known: bool, why: str) -> None:
     """An audit event for a refused attempt (a name that is not a user's is not stored: it may be a password)."""
-    shown = name if known or USER_NAME.match(name) else "<not a user name>"
+    shown = name if known or USER_NAME.fullmatch(name) else "<not a user name>"
     audit(conn, f"user:{shown}:refused:{uuid.uuid4()}", None, shown if known else "unknown", "signature_refused",
           {}, {"user": shown}, why)
 

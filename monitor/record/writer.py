@@ -227,6 +227,7 @@ class StoreWriter:
         if self.thread.ident is None:
             self.thread.start()
         self._closing.set()
+        self._wake.set()
         self.thread.join(timeout)
         return not self.thread.is_alive() and not self.pending()
 

@@ -21,11 +21,11 @@ from monitor.record.tables import audit_events
 from monitor.record.writer import Provenance, StoreWriter, write_event
 from support.daemon import DaemonProcess, RunningDaemon
 from support.events import PROV, T0, event, pair
+from support.records import Recorder, views
 from support.sites import write_site
 from support.tcpproxy import TcpProxy
 from support.waiting import wait_until
 from support.writer_process import WriterProcess
-from test_store import Recorder, views
 
 
 def utc(ts: float) -> datetime:
@@ -146,6 +146,7 @@ def test_an_immutable_sqlite_database_is_a_logged_outage_not_a_crash(sqlite_db, 
     try:
         process.wait_for(lambda: process.count("stored") >= 4, "writes before the fault")
         immutable.set(*tmp_path.glob("violations.db*"))
+        os.sync()  # what the kernel's writeback does within 30 s: mapped pages clean, the next write faults
         acked = process.count("acked")
         process.wait_for(lambda: process.count("failed") >= 2 and process.count("acked") >= acked + 20,
                          "failed writes, and puts acknowledged meanwhile")
@@ -291,12 +292,14 @@ def test_orphans_are_closed_after_the_previous_runs_spool_whenever_the_database_
 
 
 @pytest.mark.slow
-def test_the_daemon_closes_what_its_previous_run_left_open(tiny_bundle, tmp_path):
+def test_the_daemon_closes_what_its_previous_run_left_open_and_anchors(tiny_bundle, tmp_path, monkeypatch):
     from monitor.demo import synthetic
 
     clip = tmp_path / "cam.mp4"
     synthetic.write_video(clip, synthetic.render_clip("idle", 24, (120, 160), 1), 12)
-    site = write_site(tmp_path / "site", tiny_bundle, [{"id": "cam-0", "url": str(clip), "loop": True}])
+    monkeypatch.setenv("HAR_ANCHOR_KEY", "k" * 32)
+    site = write_site(tmp_path / "site", tiny_bundle, [{"id": "cam-0", "url": str(clip), "loop": True}],
+                      storage={"url": "sqlite:///violations.db", "anchor": {"log": "anchors.jsonl", "every": "1h"}})
     url = f"sqlite:///{tmp_path / 'site' / 'violations.db'}"
     upgrade(url)
     engine = create_engine(url)
@@ -306,11 +309,16 @@ def test_the_daemon_closes_what_its_previous_run_left_open(tiny_bundle, tmp_path
     heartbeat = tmp_path / "site" / "spool" / "events.alive"
     heartbeat.touch()
     os.utime(heartbeat, (T0 + 60, T0 + 60))
-    with RunningDaemon(site, upgrade=False):
-        def closed():
-            with engine.connect() as conn:
-                return conn.execute(sa.select(audit_events.c.new).where(
-                    audit_events.c.violation_id == "ep-crashed", audit_events.c.what == "closed")).scalar()
+
+    def closed():
+        with engine.connect() as conn:
+            return conn.execute(sa.select(audit_events.c.new).where(
+                audit_events.c.violation_id == "ep-crashed", audit_events.c.what == "closed")).scalar()
+
+    with RunningDaemon(site, upgrade=False) as d:
         wait_until(closed, 60, "the orphan closed")
+        d.wait_for(lambda: d.value("har_monitor_record_anchored_rows", chain="audit_events") >= 1, 60, "an anchor")
+        assert d.value("har_monitor_record_last_anchor_timestamp_seconds") > T0
     engine.dispose()
     assert json.loads(closed())["ended_at"] == utc(T0 + 60).isoformat()
+    assert (tmp_path / "site" / "anchors.jsonl").read_text().count("\n") >= 2, "at start and when it stopped"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -13,10 +12,10 @@ import sqlalchemy as sa
 from monitor.errors import UserError
 from monitor.messages import ViolationEvent
 from monitor.record.db import SchemaOutdated, check_schema, create_engine, normalize_url, shown_url, upgrade
-from monitor.record.review import query
 from monitor.record.tables import audit_events, violations
 from monitor.record.writer import StoreWriter, write_event
 from support.events import PROV, T0, event, pair
+from support.records import Recorder, views
 from support.tcpproxy import TcpProxy
 from support.waiting import wait_until
 
@@ -38,31 +37,6 @@ def apply(engine: sa.Engine, *events: ViolationEvent) -> None:
     for e in events:
         with engine.begin() as conn:
             write_event(conn, e, PROV)
-
-
-def views(db):
-    engine = db.engine()
-    try:
-        with engine.connect() as conn:
-            return query(conn)
-    finally:
-        engine.dispose()
-
-
-class Recorder:
-    def __init__(self):
-        self.stored: list[ViolationEvent] = []
-        self.failures = 0
-        self.depths: list[int] = []
-        self._lock = threading.Lock()
-
-    def on_stored(self, e: ViolationEvent) -> None:
-        with self._lock:
-            self.stored.append(e)
-
-    def on_failed(self) -> None:
-        with self._lock:
-            self.failures += 1
 
 
 @pytest.fixture
@@ -110,7 +84,7 @@ def test_replayed_events_are_written_once(db, store):
 
 def test_outdated_schema_is_refused_until_upgraded(db):
     engine = create_engine(db.url)
-    with pytest.raises(SchemaOutdated, match="has schema none \\(empty\\).*har-monitor db upgrade"):
+    with pytest.raises(SchemaOutdated, match=r"has schema none \(empty\).*har-monitor db upgrade"):
         check_schema(engine)
     assert upgrade(db.url) == (None, "0002")
     check_schema(engine)
