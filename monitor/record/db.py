@@ -84,8 +84,9 @@ def _pg_bounds(url: sa.URL, call_seconds: float) -> dict:
     options = (f"-c statement_timeout={ms(call_seconds)} -c lock_timeout={ms(LOCK_SECONDS)} "
                f"-c idle_in_transaction_session_timeout={ms(max(60.0, call_seconds))}")
     given = url.query.get("options")  # the user's own options come after ours, and win
-    return {"connect_timeout": max(2, int(min(CONNECT_SECONDS, call_seconds))), "keepalives": 1,  # libpq: >= 2 "keepalives_idle": 10,
-            "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": ms(min(call_seconds, 60.0)),
+    return {"connect_timeout": max(2, int(min(CONNECT_SECONDS, call_seconds))),  # libpq takes 2 s at least
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+            "tcp_user_timeout": ms(min(call_seconds, 60.0)),
             "options": f"{options} {given}" if isinstance(given, str) else options}
 
 

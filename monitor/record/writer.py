@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -123,7 +124,7 @@ def close_orphans(conn: sa.Connection, site: str, host: str, cameras: list[str] 
     for violation_id, new in conn.execute(closed).all():
         if json.loads(new).get("evidence") == "expected":
             audit(conn, f"{violation_id}:evidence", violation_id, "system", "evidence_failed", {},
-                  {"error": EVIDENCE_LOST}, ORPHAN_WHY.replace("without closing it", "before writing its evidence"))
+                  {"error": EVIDENCE_LOST}, "recorded when the daemon started again")
     return len(orphans)
 
 
@@ -278,17 +279,20 @@ class StoreWriter:
             if not self._schema_ok:
                 check_schema(self.engine)
                 self._schema_ok = True
-            while entries := self.spool.read(BATCH):
-                self._write([e.record for e in entries if e.record is not None])
-                self.spool.ack(entries[-1])
+            while True:
+                if entries := self.spool.read(BATCH):
+                    self._write([e.record for e in entries if e.record is not None])
+                    self.spool.ack(entries[-1])
+                elif not self._unspooled:
+                    break
+                elif not self._respool():  # the spool's disk still refuses them: straight to the database
+                    with self._put_lock:
+                        records = list(itertools.islice(self._unspooled, BATCH))
+                    self._write(records)
+                    with self._put_lock:
+                        for _ in records:
+                            self._unspooled.popleft()
                 self.spooled(self.pending())
-            if self._unspooled and not self._respool():
-                with self._put_lock:
-                    records = list(self._unspooled)[:BATCH]
-                self._write(records)
-                with self._put_lock:
-                    for _ in records:
-                        self._unspooled.popleft()
         except Exception as exc:  # retried on the backoff; the records stay where they are
             self.failed()
             unexpected = not isinstance(exc, (SQLAlchemyError, SchemaOutdated, OSError))

@@ -232,6 +232,33 @@ def test_evidence_of_episodes_closed_while_the_database_is_locked_reaches_the_re
     assert problems == []
 
 
+def test_an_episode_closed_without_its_evidence_is_reported_unless_a_failure_is_recorded(db, tmp_path):
+    upgrade(db.url)
+    spool = tmp_path / "spool" / "events.jsonl"
+    writer = StoreWriter(db.url, PROV, spool, evidence_expected=True)
+    for episode in ("ep-none", "ep-clip", "ep-failed"):
+        for e in pair(episode):
+            writer.put(e)
+    writer.put_evidence("ep-clip", {"clip": None, "snapshot": None})
+    writer.put_evidence_failed("ep-failed", "camera line-2 delivered no frame")
+    assert writer.close(30)
+    engine = create_engine(db.url)
+    with engine.connect() as conn:
+        assert ledger.verify_evidence_recorded(conn) == [], "closed just now: the clip may still be coming"
+        (missing,) = ledger.verify_evidence_recorded(conn, grace=0)
+    assert (missing.kind, missing.where) == ("MISSING", "violation ep-none") and "no evidence recorded" in missing.what
+
+    restart = StoreWriter(db.url, PROV, spool)  # the run that was to write it is gone: the next start says so
+    restart.close_orphans()
+    assert restart.close(30)
+    with engine.connect() as conn:
+        assert ledger.verify_evidence_recorded(conn, grace=0) == []
+        (lost,) = conn.execute(sa.select(audit_events).where(audit_events.c.violation_id == "ep-none",
+                                                             audit_events.c.what == "evidence_failed")).all()
+    engine.dispose()
+    assert "stopped before the evidence was written" in lost.new
+
+
 # -- orphaned episodes --------------------------------------------------------------------------------
 
 def _closing(db, episode: str) -> dict:
