@@ -20,7 +20,7 @@ class Backoff:
         if not 0 < initial <= maximum or not 0 <= jitter < 1:
             raise ValueError(f"backoff: need 0 < initial ({initial}) <= maximum ({maximum}) and 0 <= jitter < 1")
         self.initial, self.maximum, self.jitter = initial, maximum, jitter
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # nosec B311  # jitter spreads retries out, it guards nothing
         self._delay = initial
 
     def next(self) -> float:

@@ -3,6 +3,11 @@
 Stages never import each other; they only share these frozen dataclasses.
 Times: `ts` is the capture time as UTC epoch seconds (stored), `mono` is the
 monotonic clock at capture (for latency and intervals).
+
+Streams: a camera without zones is one stream (`zone` ""); a camera with zones is one stream per
+zone, `(camera, zone)`, from the sampled frame to the violation. A zone with person gating sends
+`gated` frames while nobody is in it: no pixels, not embedded; their windows are predicted as
+NOBODY, so that rules still see time pass with nobody there.
 """
 
 from __future__ import annotations
@@ -12,13 +17,19 @@ from typing import Literal
 
 import numpy as np
 
+NOBODY = "nobody"  # the action of a gated window (no person in the zone); rules may name it
+NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
+NO_FEATURES = np.zeros(0, np.float32)
+
 
 @dataclass(frozen=True)
 class SampledFrame:
     camera: str
     ts: float
     mono: float
-    rgb: np.ndarray  # uint8 [H, W, 3], already resized to the backbone's input
+    rgb: np.ndarray  # uint8 [H, W, 3], already resized to the backbone's input (NO_PIXELS when gated)
+    zone: str = ""  # "" for a camera without zones
+    gated: bool = False  # nobody in the zone: not embedded
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,9 @@ class Embedding:
     camera: str
     ts: float
     mono: float
-    vector: np.ndarray  # float32 [D]
+    vector: np.ndarray  # float32 [D] (NO_FEATURES when gated)
+    zone: str = ""
+    gated: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,7 +48,9 @@ class Window:
     t0: float
     t1: float
     mono: float  # capture time of the newest frame in the window
-    features: np.ndarray  # float32 [T, D]
+    features: np.ndarray  # float32 [T, D] (empty when gated)
+    zone: str = ""
+    gated: bool = False  # S gated embeddings (nobody there): predicted as NOBODY without the classifier
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class Prediction:
     t1: float
     mono: float
     probs: dict[str, float]
+    zone: str = ""
 
     @property
     def top(self) -> tuple[str, float]:
@@ -66,3 +82,4 @@ class ViolationEvent:
     mono: float  # capture time of the frame that caused this event
     labels: dict[str, str] = field(default_factory=dict)  # the rule's free-form labels
     rules_hash: str = ""  # the rule set in force when the episode opened
+    zone: str = ""  # the stream's zone ("" for a camera without zones)

@@ -1,8 +1,11 @@
 """Read YAML files with line numbers, `${VAR}` substitution and readable validation errors.
 
-Every user-facing YAML file goes through these helpers, so each problem is reported the same way:
+Every YAML file the product reads goes through `parse_yaml`, so each problem is reported the same way:
 `file:line: field: what was expected` (site.yaml and model.yaml via `load_model`), or
 `file:line:column: ...` (rule files and rule tests, which validate with `parse_yaml`'s positions).
+It also refuses what would exhaust memory or the stack instead of being read: aliases that expand
+beyond a budget (a 700-byte "billion laughs" file is gigabytes once expanded), recursive aliases and
+absurd nesting.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ import yaml
 from monitor.errors import UserError
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+
+# Nodes that aliases may add to a file once expanded. Real files reuse a little (a camera's defaults
+# merged into each of a few hundred cameras); an alias bomb needs millions. At this budget an expanded
+# file costs a few tens of MB, however it was built.
+ALIAS_BUDGET = 20_000
+MAX_DEPTH = 64  # nested collections: site.yaml and rule files need fewer than 10
 
 
 class StrictModel(pydantic.BaseModel):
@@ -45,18 +54,78 @@ def read_text(path: Path) -> str:
 def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]]:
     """Parse YAML text read from `path`; return its data and the (line, column), 1-based, of each
     field path (a key's own position for a mapping entry)."""
+    loader = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _BoundedLoader(text)  # inside the try: its reader already refuses control characters
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise UserError(f"{where}: invalid YAML: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     marks: dict[tuple, tuple[int, int]] = {}
     if node is not None:
         _index_marks(node, (), marks)
     return data, marks
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with a budget for what aliases expand to and a limit on nesting. Aliases
+    share one node, so the file's expanded size is counted as it is composed, without expanding it."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self._sizes: dict[int, int] = {}  # id(node) -> its size once expanded; only nodes fully composed
+        self._aliased = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # (an undefined alias is PyYAML's error)
+                if id(target) not in self._sizes:
+                    raise self._refuse(f"alias *{event.anchor} refers to the node that holds it", event)
+                self._aliased += self._sizes[id(target)]
+                if self._aliased > ALIAS_BUDGET:
+                    raise self._refuse(f"aliases expand to more than {ALIAS_BUDGET} nodes (an alias bomb?)", event)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise self._refuse(f"nested more than {MAX_DEPTH} levels deep", self.peek_event())
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._sizes[id(node)] = _own_size(node) + sum(self._sizes[id(child)] for child in _children(node))
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML lets other errors out of a value it cannot make (ValueError for the date 2024-13-45 or an
+        integer of 5000 digits, AttributeError for `!!timestamp soon`, KeyError for `!!bool maybe`): locate them."""
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"invalid value: {exc}", node.start_mark) from None
+
+    @staticmethod
+    def _refuse(problem: str, event: yaml.Event) -> yaml.YAMLError:
+        return yaml.composer.ComposerError(None, None, problem, event.start_mark)
+
+
+def _own_size(node: yaml.Node) -> int:
+    """1, and for a scalar one more per 100 characters: an alias of a long string costs what it copies."""
+    return 1 + (len(node.value) // 100 if isinstance(node, yaml.ScalarNode) else 0)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else []
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:

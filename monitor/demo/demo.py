@@ -48,10 +48,10 @@ SCENES = {  # camera id -> (zone, what the person does, seed)
 def _free_port(preferred: int) -> int:
     with socket.socket() as s:
         try:
-            s.bind(("0.0.0.0", preferred))
+            s.bind(("127.0.0.1", preferred))
             return preferred
         except OSError:
-            s.bind(("0.0.0.0", 0))
+            s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
 

@@ -11,7 +11,8 @@ wall-clock deadline passes: a camera may go down) ONE writer thread writes
 atomically (temp file in the same directory, fsync, `os.replace`, fsync of the directory), hashes
 both (SHA-256) and reports an `Evidence` record to `on_written`. Nothing here blocks a camera thread
 on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are blurred in
-every frame before anything reaches the disk.
+every frame before anything reaches the disk. A camera with zones gets their outlines drawn on its
+clips and snapshots, the episode's own zone in red.
 
 Memory per camera: the ring holds `ceil((pre_roll + post_roll + 1) * fps) + 1` frames of
 `width x height x 3` bytes. Defaults (5 s + 5 s, 5 fps, 480 px): 56 frames; 480x270 (16:9) is 389 kB
@@ -53,6 +54,7 @@ from monitor.evidence.faces import blur_faces_in, load_face_detector
 from monitor.evidence.media import encode_jpeg, write_clip
 from monitor.fileio import fsync_path, sha256_file
 from monitor.model.frames import reduced_size
+from monitor.model.zones import Zone, draw_zones
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv
 
@@ -101,6 +103,7 @@ class _Pending:
     camera: str
     opened_ts: float
     deadline: float  # monotonic: write what there is by then
+    zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class _Job:
     camera: str
     opened_ts: float
     frames: list[Frame] = field(repr=False)
+    zone: str = ""
 
 
 def _log_written(evidence: Evidence) -> None:
@@ -135,13 +139,15 @@ class EvidenceRecorder(Worker):
                  width: int = 480, blur_faces: bool = False,
                  on_written: Callable[[Evidence], None] = _log_written,
                  on_error: Callable[[str, Exception], None] = _log_error,
-                 grace: float = 5.0, max_pending: int = 32, face_cascade: Path | None = None):
+                 grace: float = 5.0, max_pending: int = 32, face_cascade: Path | None = None,
+                 zones: dict[str, list[Zone]] | None = None):
         if pre_roll < 0 or post_roll < 0 or fps <= 0 or width < 2 or grace < 0 or max_pending < 1:
             raise ValueError("evidence: pre_roll, post_roll, grace >= 0, fps > 0, width >= 2, max_pending >= 1")
         self.directory = Path(directory)
         self.pre_roll, self.post_roll, self.fps, self.width = pre_roll, post_roll, fps, width
         self.grace, self.max_pending = grace, max_pending
         self.on_written, self.on_error = on_written, on_error
+        self.zones = zones or {}  # camera -> its zones, outlined on its evidence
         super().__init__("evidence-writer")
         self._faces = load_face_detector(face_cascade) if blur_faces else None  # fail at start, not mid-episode
         self.ring_frames = math.ceil((pre_roll + post_roll + _RING_SLACK) * fps) + 1
@@ -177,8 +183,8 @@ class EvidenceRecorder(Worker):
             for p in ready:
                 self._enqueue(p)
 
-    def episode_opened(self, episode_id: str, camera: str, opened_ts: float) -> None:
-        """Schedule the evidence of an episode that opened at `opened_ts` (UTC epoch seconds)."""
+    def episode_opened(self, episode_id: str, camera: str, opened_ts: float, zone: str = "") -> None:
+        """Schedule the evidence of an episode that opened at `opened_ts` (UTC epoch seconds) in `zone`."""
         for what, name in (("episode id", episode_id), ("camera", camera)):
             if not _NAME.match(name):
                 raise ValueError(f"evidence: {what} {name!r} cannot be a file name")
@@ -190,7 +196,7 @@ class EvidenceRecorder(Worker):
                 error: Exception | None = RuntimeError(f"{self.max_pending} episodes already waiting for evidence")
             else:
                 error = None
-                pending = _Pending(episode_id, camera, opened_ts, time.monotonic() + self.post_roll + self.grace)
+                pending = _Pending(episode_id, camera, opened_ts, time.monotonic() + self.post_roll + self.grace, zone)
                 self._pending[episode_id] = pending
                 cam = self._cameras.get(camera)
                 if cam is not None and cam.newest >= opened_ts + self.post_roll:  # the episode was reported late
@@ -229,7 +235,7 @@ class EvidenceRecorder(Worker):
         lo, hi = p.opened_ts - self.pre_roll, p.opened_ts + self.post_roll
         frames = [f for f in cam.frames if lo <= f[0] <= hi] if cam else []
         self._queued += 1
-        self._jobs.put(_Job(p.episode_id, p.camera, p.opened_ts, frames))
+        self._jobs.put(_Job(p.episode_id, p.camera, p.opened_ts, frames, p.zone))
 
     def _expire(self) -> float:
         """Queue the episodes past their deadline; seconds until the next deadline (at most 1)."""
@@ -278,6 +284,9 @@ class EvidenceRecorder(Worker):
             log.warning(kv(event="evidence_partial", episode=job.episode_id, camera=job.camera,
                                                   missing_seconds=job.frames[0][0] - lo))
         frames = blur_faces_in(self._faces, job.frames) if self._faces is not None else job.frames
+        zones = self.zones.get(job.camera)
+        if zones:  # on copies: the ring's frames are shared with other episodes
+            frames = [(ts, draw_zones(rgb, zones, job.zone)) for ts, rgb in frames]
         day = datetime.fromtimestamp(job.opened_ts, timezone.utc).strftime("%Y-%m-%d")
         folder = self.directory / job.camera / day
         folder.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import av
 import numpy as np
 
+# Below this a frame shows nothing a model could recognise: the smallest backbone input (75x75) would be
+# a blur of a few pixels, and a camera sending such frames is misconfigured (a thumbnail or test stream).
+MIN_FRAME_SIDE = 32
+
 
 class FrameSampler:
     """Picks frames at `fps` from their timestamps (seconds), whatever the stream's own rate."""
@@ -76,17 +80,31 @@ def open_container(location: str, open_timeout: float, read_timeout: float) -> a
     return av.open(location, mode="r", options=open_options(location), timeout=(open_timeout, read_timeout))
 
 
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The container's first video stream; ValueError for a file or stream with none (audio only)."""
+    if not container.streams.video:
+        raise ValueError("no video stream")
+    return container.streams.video[0]
+
+
+def size_problem(width: int, height: int) -> str | None:
+    """Why frames of this size cannot be watched, or None."""
+    if min(width, height) < MIN_FRAME_SIDE:
+        return f"video too small for the model: {width}x{height} (at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} pixels)"
+    return None
+
+
 def probe(location: str, timeout: float = 10.0) -> str | None:
-    """Open a source and decode one frame: None when it works, else what went wrong."""
+    """Open a source and decode one frame: None when it can be watched, else what is wrong."""
     try:
         with open_container(location, timeout, timeout) as container:
-            if not container.streams.video:
-                return "no video stream"
-            for _ in container.decode(video=0):
-                return None
+            for frame in container.decode(video_stream(container)):
+                return size_problem(frame.width, frame.height)
             return "no decodable frame"
-    except (av.FFmpegError, OSError, ValueError) as exc:
+    except (av.FFmpegError, OSError) as exc:  # before ValueError: some FFmpeg errors are ValueErrors too
         return f"cannot read video: {exc}"
+    except ValueError as exc:
+        return str(exc)
 
 
 def read_frames(path: str, size: tuple[int, int], sample_fps: float | None = None,
@@ -102,7 +120,7 @@ def read_frames(path: str, size: tuple[int, int], sample_fps: float | None = Non
     wanted = np.bincount(indices) if indices is not None and len(indices) else np.zeros(0, int)
     frames = []
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         set_decode_threads(stream, 0)  # a bulk read: as fast as possible
         for i, frame in enumerate(container.decode(stream)):
             if sampler is not None:
@@ -125,7 +143,7 @@ def read_frames(path: str, size: tuple[int, int], sample_fps: float | None = Non
 def count_frames(path: str) -> int:
     """Frames in a video file: from the container when it says, else by counting packets (no decoding)."""
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         if stream.frames:
             return int(stream.frames)
         return sum(1 for packet in container.demux(stream) if packet.size)

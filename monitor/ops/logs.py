@@ -6,38 +6,48 @@ import logging
 import re
 import sys
 import time
-from urllib.parse import urlsplit, urlunsplit
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:pass(?:word)?|pwd|token|key|secret|auth|sig(?:nature)?)[^=&]*)=[^&]*")
 
 
 def redact_url(url: str) -> str:
-    """`rtsp://user:secret@host/path` -> `rtsp://user:***@host/path`; also hides secret query values."""
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
+    """`rtsp://user:secret@host/path` -> `rtsp://user:***@host/path`; also hides secret query values.
+
+    The credentials are everything between `scheme://` and the LAST `@`: a password may hold any
+    character, `@`, `/`, `?`, `#`, quotes and spaces included, so neither a URL parser (which ends the
+    host at the first `/`, `?` or `#`) nor the first `@` can say where it ends. A path or query with
+    an `@` in it is hidden too: less is shown than could be, never more. Without a `:` the whole user
+    part may be a token, so it is hidden as well. Text that is not a URL is returned unchanged.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None:
         return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}"
-    query = re.sub(r"(?i)((?:pass(?:word)?|pwd|token|key|secret|auth)[^=&]*)=[^&]*", r"\1=***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+    start, at = scheme.end(), url.rfind("@")
+    if at >= start:
+        user, colon, _ = url[start:at].partition(":")
+        url = url[:start] + (f"{user}:***" if colon else "***") + url[at:]
+    return _SECRET_PARAM.sub(r"\1=***", url)
 
 
 def redact(text: str) -> str:
-    """Redact every URL inside a free text (error messages quote the URL they failed on)."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    """Redact the URLs inside a free text (FFmpeg's errors quote the URL they failed on, escaped).
+
+    Where a URL ends in a text cannot be known either (its password may hold spaces, quotes or
+    `scheme://`), so the credentials run from the first `scheme://` to the last `@` of the text.
+    """
+    scheme = _SCHEME.search(text)
+    return text if scheme is None else text[:scheme.start()] + redact_url(text[scheme.start():])
 
 
 def kv(**fields: object) -> str:
-    """Format fields as `key=value`, quoting values with spaces."""
+    """Format fields as `key=value`, quoting values with spaces; URLs in values are redacted and line
+    breaks escaped, so that whatever a value holds, a log line shows no secret and stays one line."""
     out = []
     for key, value in fields.items():
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        if not text or any(c in text for c in ' "='):
-            text = '"' + text.replace('"', '\\"') + '"'
+        text = f"{value:.3f}" if isinstance(value, float) else redact(str(value))
+        if not text or any(c in text for c in ' "=\n\r'):
+            text = '"' + text.replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
         out.append(f"{key}={text}")
     return " ".join(out)
 
@@ -49,7 +59,7 @@ class _Formatter(logging.Formatter):
         stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z"
         line = f"{stamp} level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
         if record.exc_info:
-            line += " exc=" + repr(self.formatException(record.exc_info).splitlines()[-1])
+            line += " exc=" + repr(redact(self.formatException(record.exc_info).splitlines()[-1]))
         return line
 
 

@@ -7,6 +7,8 @@ children are created at start-up so that `rate(...) == 0` alerts can fire for a 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +18,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 import monitor
+from monitor.ops.logs import kv
 
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128, 256)
 INFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -53,6 +57,16 @@ class Metrics:
         self.rules_reloads = Counter("har_monitor_rules_reloads_total", "Rule set reloads (SIGHUP or a changed file) by result", ["result"], registry=r)
         for result in ("ok", "error"):
             self.rules_reloads.labels(result)
+        zone = ["camera", "zone"]
+        self.zone_predictions = Counter("har_monitor_zone_predictions_total", "Window predictions of a camera's zones by top action", ["camera", "zone", "action"], registry=r)
+        self.gated_windows = Counter("har_monitor_gated_windows_total", "Windows of a gated zone with nobody in it (predicted as `nobody`, not classified)", zone, registry=r)
+        self.person_present = Gauge("har_monitor_zone_person_present", "1 while the last person check of a gated zone saw someone", zone, registry=r)
+        self.person_checks = Counter("har_monitor_person_checks_total", "Person detector runs (gated zones)", zone, registry=r)
+        self.person_check_seconds = Histogram("har_monitor_person_check_seconds", "Person detector run time", buckets=INFER_BUCKETS, registry=r)
+        target = ["target"]
+        self.notify_sent = Counter("har_monitor_notifications_sent_total", "Notifications delivered (MQTT PUBACK, webhook 2xx)", target, registry=r)
+        self.notify_failed = Counter("har_monitor_notifications_failed_total", "Failed delivery attempts (retried with backoff)", target, registry=r)
+        self.notify_pending = Gauge("har_monitor_notifications_pending", "Notifications waiting in the durable outbox", target, registry=r)
         self.rule_info = RuleInfo()
         r.register(self.rule_info)
         self._server = None
@@ -69,6 +83,20 @@ class Metrics:
             for a in actions:
                 self.predictions.labels(c, a)
         self.init_rules(cameras, rules)
+
+    def init_zones(self, zones: list[tuple[str, str, bool]], actions: list[str]) -> None:
+        """(camera, zone, gated) of every zone."""
+        for camera, zone, gated in zones:
+            for a in actions:
+                self.zone_predictions.labels(camera, zone, a)
+            if gated:
+                for family in (self.gated_windows, self.person_present, self.person_checks):
+                    family.labels(camera, zone)
+
+    def init_targets(self, targets: list[str]) -> None:
+        for t in targets:
+            for family in (self.notify_sent, self.notify_failed, self.notify_pending):
+                family.labels(t)
 
     def init_rules(self, cameras: list[str], rules: list[tuple[str, str]]) -> None:
         for c in cameras:
@@ -89,8 +117,7 @@ class Metrics:
         """
         exposed = self.registry if shard is None else _with_label(self.registry, "shard", shard)
         handler = type("Handler", (_Handler,), {"exposed": exposed, "health": staticmethod(health or (dict))})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), handler)
         threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
         return self._server.server_port
 
@@ -116,6 +143,19 @@ class RuleInfo:
         for labels in self._samples:
             family.add_sample("har_monitor_rule_info", labels, 1.0)
         yield family
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A scraper that hangs up mid-response is no event worth a traceback in the log stream (the
+        default prints one to stderr): one debug line. Anything else: one error line, not 20."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):  # BrokenPipeError, ConnectionResetError, ...
+            log.debug(kv(event="metrics_client_gone", client=client_address[0], error=type(error).__name__))
+        else:
+            log.error(kv(event="metrics_request_failed", client=client_address[0]), exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):

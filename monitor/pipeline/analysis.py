@@ -67,15 +67,22 @@ class Analysis(Worker):
 
     def _analyze(self, batch: list[Embedding]) -> None:
         for e in batch:
-            self.metrics.embeddings.labels(e.camera).inc()
+            if not e.gated:
+                self.metrics.embeddings.labels(e.camera).inc()
         windows = [w for w in map(self.windows.push, batch) if w is not None]
         if not windows:
             return
         start = time.perf_counter()
         predictions = self.classifier.predict(windows)
-        self.metrics.classifier_seconds.observe(time.perf_counter() - start)
-        for p in predictions:
-            self.metrics.predictions.labels(p.camera, p.top[0]).inc()
+        if not all(w.gated for w in windows):
+            self.metrics.classifier_seconds.observe(time.perf_counter() - start)
+        for w, p in zip(windows, predictions, strict=True):
+            action = p.top[0]
+            self.metrics.predictions.labels(p.camera, action).inc()
+            if p.zone:
+                self.metrics.zone_predictions.labels(p.camera, p.zone, action).inc()
+            if w.gated:
+                self.metrics.gated_windows.labels(p.camera, p.zone).inc()
             self._emit(self.engine.observe(p))
 
     def _emit(self, events: list) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.errors import UserError
-from monitor.messages import Prediction, Window
+from monitor.messages import NOBODY, Prediction, Window
 from monitor.model.heads import first_output
 
 
@@ -37,8 +37,11 @@ class Classifier:
         return self._run(features.astype(np.float32, copy=False)).numpy()
 
     def predict(self, windows: list[Window]) -> list[Prediction]:
-        if not windows:
-            return []
-        probs = self.probabilities(np.stack([w.features for w in windows]))
-        return [Prediction(w.camera, w.t0, w.t1, w.mono, dict(zip(self.labels, map(float, p))))
-                for w, p in zip(windows, probs)]
+        """One prediction per window, in order. A gated window (nobody in its zone) is NOBODY at 1.0 and every
+        label at 0.0, without running the head: rules see that nobody is there, and time passing."""
+        seen = [w for w in windows if not w.gated]
+        probs = iter(self.probabilities(np.stack([w.features for w in seen])) if seen else ())
+        nobody = dict.fromkeys(self.labels, 0.0) | {NOBODY: 1.0}
+        return [Prediction(w.camera, w.t0, w.t1, w.mono,
+                           dict(nobody) if w.gated else dict(zip(self.labels, map(float, next(probs)), strict=True)), w.zone)
+                for w in windows]

@@ -5,7 +5,8 @@ join; one thread and one stop signal each). Start-up: the metrics server (not re
 writer (it replays a spool left by a stopped daemon), the evidence writer and retention, the models
 warmed up, then analysis, embedder, the rules watcher, and the cameras last. Shutdown drains in flow
 order: cameras stop, queued frames are embedded, windows classified and every open episode closed
-(by the analysis thread, the rule engine's only caller), evidence written, the store flushed.
+(by the analysis thread, the rule engine's only caller), notifications handed to their outboxes,
+evidence written, the store flushed.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Daemon:
         p = self.pipeline
         stages = {"embedder": p.embedder, "analysis": p.analysis, "rules-watch": p.rules_watcher,
                   **({"evidence": p.evidence} if p.evidence else {}),
+                  **{w.name: w for w in (p.notifier.workers if p.notifier else [])},
                   **({"evidence-retention": p.retention} if p.retention else {}),
                   **{s.name: s for s in p.sources}}
         healthy = {name: stage.healthy for name, stage in stages.items()}
@@ -72,11 +74,11 @@ class Daemon:
         p, cfg = self.pipeline, self.pipeline.site.config
         shard = f"{p.shard[0]}/{p.shard[1]}" if p.shard else None
         port = p.metrics.serve(cfg.metrics.host, cfg.metrics.port, self.health, shard)
-        shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host
+        shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host  # nosec B104  # compares, binds nothing
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
         p.writer.close_orphans([c.id for c in p.cameras] if p.shard else None)  # after the spool's replay, before new events
         p.writer.thread.start()
-        for stage in (p.evidence, p.retention):
+        for stage in (p.evidence, p.retention, *(p.notifier.workers if p.notifier else [])):
             if stage:
                 stage.start()
         p.embedder.warm_up()
@@ -106,8 +108,12 @@ class Daemon:
             log.warning(kv(event="analysis_not_finished"))
         if p.retention:
             p.retention.stop()
+        for outbox in p.notifier.workers if p.notifier else []:
+            outbox.stop()  # each tries a little longer; what is left waits in the outbox for the next start
         if p.evidence and not p.evidence.close(min(3.0, left() * 0.5)):
             log.warning(kv(event="evidence_not_finished"))
+        for outbox in p.notifier.workers if p.notifier else []:
+            outbox.join(min(3.0, left() * 0.3))
         if not p.writer.close(left()):
             self.summary.unflushed = p.writer.pending()
             log.warning(kv(event="store_not_flushed", spooled=self.summary.unflushed, spool=str(p.writer.spool.path)))

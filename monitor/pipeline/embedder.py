@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from monitor.messages import Embedding
+from monitor.messages import NO_FEATURES, Embedding
 from monitor.model.backbones import Backbone
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv
@@ -47,11 +47,14 @@ class Embedder(Worker):
                 if self.stopping.is_set() and not len(self.queues):
                     return
                 continue
+            seen = [f for f in batch if not f.gated]  # gated frames (nobody in the zone) have no pixels
             start = time.perf_counter()
             try:
-                vectors = self.backbone.embed(np.stack([f.rgb for f in batch]))
+                vectors = iter(self.backbone.embed(np.stack([f.rgb for f in seen])) if seen else ())
             except Exception:  # a bad batch must not stop inference for every camera
                 log.exception(kv(event="inference_failed", batch=len(batch)))
                 continue
-            self.observe(len(batch), time.perf_counter() - start)
-            self.emit([Embedding(f.camera, f.ts, f.mono, v) for f, v in zip(batch, vectors, strict=True)])
+            if seen:
+                self.observe(len(seen), time.perf_counter() - start)
+            self.emit([Embedding(f.camera, f.ts, f.mono, NO_FEATURES if f.gated else next(vectors), f.zone, f.gated)
+                       for f in batch])

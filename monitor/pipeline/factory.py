@@ -18,9 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from monitor.errors import UserError
 from monitor.evidence.recorder import EvidenceRecorder
 from monitor.evidence.retention import RetentionSweeper
-from monitor.messages import SampledFrame, ViolationEvent
+from monitor.messages import NOBODY, SampledFrame, ViolationEvent
 from monitor.model.backbones import Backbone
 from monitor.model.bundle import Bundle
+from monitor.model.persons import PersonCheck, PersonDetector
+from monitor.notify.notifier import Notifier, build_notifier
 from monitor.ops.logs import kv
 from monitor.ops.metrics import Metrics, describe_build
 from monitor.pipeline.analysis import Analysis
@@ -31,6 +33,7 @@ from monitor.pipeline.reload import RulesWatcher
 from monitor.pipeline.sinks import ViolationSinks
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
 from monitor.pipeline.windows import WindowBuffers
+from monitor.pipeline.zones import PersonGate, ZoneSplitter
 from monitor.record.db import SchemaOutdated, check_schema, shown_url
 from monitor.record.writer import Provenance, StoreWriter
 from monitor.rules import RuleEngine, RuleSet
@@ -60,6 +63,7 @@ class Pipeline:
     retention: RetentionSweeper | None
     rules_watcher: RulesWatcher
     build_info: dict[str, str] = field(default_factory=dict)
+    notifier: Notifier | None = None
 
 
 def source_settings(site: Site, cam: CameraConfig, bundle: Bundle, size: tuple[int, int]) -> SourceSettings:
@@ -91,9 +95,12 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
     backbone = backbone or bundle.build_backbone()
     window = bundle.manifest.window
     writer = _writer(checked, shard, metrics, on_stored)
-    evidence = _evidence(site, writer)
-    sinks = ViolationSinks(metrics, writer, evidence)
-    queues = FrameQueues(names, {c.id: c.queue_size for c in cameras},
+    evidence = _evidence(site, writer, cameras)
+    camera_zones = {c.id: c.zone for c in cameras}
+    notifier = build_notifier(site, metrics, checked.rules, camera_zones, shard)
+    sinks = ViolationSinks(metrics, writer, evidence, notifier)
+    # a camera's zones share its queue: room for as many frames per zone as a camera without zones has
+    queues = FrameQueues(names, {c.id: c.queue_size * max(1, len(c.zones)) for c in cameras},
                          on_drop=lambda cam: metrics.frames_dropped.labels(cam).inc())
     settings = [source_settings(site, c, bundle, backbone.input_size) for c in cameras]
     max_gap = 3.0 * max((1.0 / s.sample_fps for s in settings), default=1.0) + 1.0
@@ -102,25 +109,29 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
 
     def rules_swapped(ruleset: RuleSet) -> None:
         metrics.init_rules(names, ruleset.severities())
+        if notifier:
+            notifier.rules_changed(ruleset)
         build["rules"] = ruleset.hash
         describe(metrics, build, ruleset)
         log.info(kv(event="rules_reloaded", rules=ruleset.hash, count=len(ruleset.rules)))
 
     analysis = Analysis(WindowBuffers(window.frames, window.stride, max_gap),
                         Classifier(bundle.head_file, bundle.labels, window.frames, backbone.dim),
-                        RuleEngine(checked.rules, {c.id: c.zone for c in cameras}), sinks, metrics, rules_swapped)
+                        RuleEngine(checked.rules, camera_zones), sinks, metrics, rules_swapped)
     embedder = Embedder(backbone, queues, cfg.inference.max_batch, cfg.inference.max_wait_ms, analysis.put,
                         lambda size, seconds: (metrics.batch_size.observe(size), metrics.inference_seconds.observe(seconds)))
-    sources = [CameraSource(s, _hooks(metrics, queues, evidence)) for s in settings]
+    hooks = _hooks(metrics, queues, evidence, notifier)
+    sources = [CameraSource(s, hooks, _splitter(site, c, backbone.input_size, metrics)) for s, c in zip(settings, cameras, strict=True)]
     watcher = RulesWatcher(site.rule_files, bundle.labels, bundle.manifest.groups, checked.rules, analysis.offer_rules,
-                           metrics)
+                           metrics, targets=site.notify_targets)
     retention = None
     if evidence and cfg.evidence.retention_days:
         retention = RetentionSweeper(evidence.directory, cfg.evidence.retention_days, writer.put_pruned)
-    metrics.init_labels(names, bundle.labels, checked.rules.severities())
+    metrics.init_labels(names, [*bundle.labels, NOBODY], checked.rules.severities())
+    metrics.init_zones([(c.id, z.name, z.person_gate) for c in cameras for z in c.zones], [*bundle.labels, NOBODY])
     describe(metrics, build, checked.rules)
     return Pipeline(site, bundle, cameras, shard, metrics, backbone, sources, queues, embedder, analysis, sinks,
-                    writer, evidence, retention, watcher, build)
+                    writer, evidence, retention, watcher, build, notifier)
 
 
 def describe(metrics: Metrics, build: dict[str, str], ruleset: RuleSet) -> None:
@@ -130,7 +141,33 @@ def describe(metrics: Metrics, build: dict[str, str], ruleset: RuleSet) -> None:
                             **{f"label_{k}": v for k, v in r.labels.items()}} for r in ruleset.rules])
 
 
-def _hooks(metrics: Metrics, queues: FrameQueues, evidence: EvidenceRecorder | None) -> SourceHooks:
+def _splitter(site: Site, cam: CameraConfig, size: tuple[int, int], metrics: Metrics) -> ZoneSplitter | None:
+    """A camera with zones: one frame per zone; a gated zone gets a PersonGate (one detector per camera: each
+    camera's reader thread runs its own)."""
+    if not cam.zones:
+        return None
+    gates: dict[str, PersonGate] = {}
+    detector_cfg = site.config.person_detector
+    if detector_cfg is not None and any(z.person_gate for z in cam.zones):
+        detector = PersonDetector(site.resolve(detector_cfg.model), detector_cfg.min_score,
+                                  where=f"{site.path}: person_detector")
+        for z in cam.zones:
+            if z.person_gate:
+                gates[z.name] = PersonGate(detector, detector_cfg.check_hz, detector_cfg.hold_seconds,
+                                           _person_observer(metrics, cam.id, z.name))
+    return ZoneSplitter(cam.id, [z.geometry() for z in cam.zones], size, gates)
+
+
+def _person_observer(metrics: Metrics, camera: str, zone: str) -> Callable[[PersonCheck], None]:
+    def observe(check: PersonCheck) -> None:
+        metrics.person_checks.labels(camera, zone).inc()
+        metrics.person_check_seconds.observe(check.seconds)
+        metrics.person_present.labels(camera, zone).set(1 if check.present else 0)
+    return observe
+
+
+def _hooks(metrics: Metrics, queues: FrameQueues, evidence: EvidenceRecorder | None,
+           notifier: Notifier | None) -> SourceHooks:
     def decoded(cam: str, ts: float) -> None:
         metrics.frames_decoded.labels(cam).inc()
         metrics.last_frame.labels(cam).set(ts)
@@ -139,10 +176,15 @@ def _hooks(metrics: Metrics, queues: FrameQueues, evidence: EvidenceRecorder | N
         metrics.frames_sampled.labels(f.camera).inc()
         queues.put(f)
 
+    def up(cam: str, is_up: bool) -> None:
+        metrics.camera_up.labels(cam).set(1 if is_up else 0)
+        if notifier:
+            notifier.camera_available(cam, is_up)
+
     return SourceHooks(
         frame=frame, decoded=decoded,
         decode_error=lambda cam: metrics.decode_errors.labels(cam).inc(),
-        up=lambda cam, up: metrics.camera_up.labels(cam).set(1 if up else 0),
+        up=up,
         reconnect=lambda cam: metrics.reconnects.labels(cam).inc(),
         stall=lambda cam: metrics.stalls.labels(cam).inc(),
         evidence=evidence.add_frame if evidence else (lambda cam, ts, rgb: None))
@@ -185,7 +227,7 @@ def _check_schema(site: Site, writer: StoreWriter) -> None:
                        error=type(getattr(exc, "orig", None) or exc).__name__, spool=len(writer.spool)))
 
 
-def _evidence(site: Site, writer: StoreWriter) -> EvidenceRecorder | None:
+def _evidence(site: Site, writer: StoreWriter, cameras: list[CameraConfig]) -> EvidenceRecorder | None:
     cfg = site.config.evidence
     if not cfg.enabled:
         return None
@@ -193,6 +235,7 @@ def _evidence(site: Site, writer: StoreWriter) -> EvidenceRecorder | None:
     try:
         return EvidenceRecorder(root, cfg.pre_roll_seconds, cfg.post_roll_seconds, cfg.fps, cfg.width, cfg.blur_faces,
                                 on_written=lambda ev: writer.put_evidence(ev.episode_id, ev.as_record(root)),
-                                on_error=lambda episode, exc: writer.put_evidence_failed(episode, str(exc)))
+                                on_error=lambda episode, exc: writer.put_evidence_failed(episode, str(exc)),
+                                zones={c.id: [z.geometry() for z in c.zones] for c in cameras if c.zones})
     except (OSError, ValueError) as exc:
         raise UserError(f"{site.path}: evidence: {exc}") from None

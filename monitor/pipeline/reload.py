@@ -26,9 +26,10 @@ POLL_SECONDS = 2.0
 
 class RulesWatcher(Worker):
     def __init__(self, files: list[Path], labels: list[str], groups: dict[str, list[str]], running: RuleSet,
-                 deliver: Callable[[RuleSet], None], metrics: Metrics, poll_seconds: float = POLL_SECONDS):
+                 deliver: Callable[[RuleSet], None], metrics: Metrics, poll_seconds: float = POLL_SECONDS,
+                 targets: list[str] | None = None):
         super().__init__("rules-watch")
-        self.files, self.labels, self.groups = files, labels, groups
+        self.files, self.labels, self.groups, self.targets = files, labels, groups, targets
         self.running_hash = running.hash
         self.deliver = deliver
         self.metrics = metrics
@@ -58,7 +59,7 @@ class RulesWatcher(Worker):
     def reload(self) -> bool:
         """Validate the rule files; deliver a valid set, refuse an invalid one."""
         try:
-            ruleset = load_rules(self.files, self.labels, self.groups)
+            ruleset = load_rules(self.files, self.labels, self.groups, self.targets)
         except UserError as err:
             self.metrics.rules_reloads.labels("error").inc()
             log.error(kv(event="rules_reload_refused", running=self.running_hash, problems="; ".join(err.problems)))

@@ -1,7 +1,8 @@
 """Camera sources: one supervised reader thread per camera (PyAV).
 
 A reader opens the stream, decodes every frame, samples at `sample_fps` from the frames'
-timestamps and resizes only the sampled frames to the backbone's input in FFmpeg.
+timestamps and resizes only the sampled frames to the backbone's input in FFmpeg (a camera with
+zones passes each sampled frame to its `split` instead: one frame per zone, pipeline/zones.py).
 
 Isolation: a supervisor thread per camera watches its reader. PyAV can block forever on a
 stalled stream, and a killed server just ends the iteration, so the supervisor decides from
@@ -25,7 +26,15 @@ import numpy as np
 
 from monitor.backoff import Backoff
 from monitor.messages import SampledFrame
-from monitor.model.frames import FrameSampler, open_container, reduced_size, set_decode_threads, to_rgb
+from monitor.model.frames import (
+    FrameSampler,
+    open_container,
+    reduced_size,
+    set_decode_threads,
+    size_problem,
+    to_rgb,
+    video_stream,
+)
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv, redact, redact_url
 
@@ -63,14 +72,18 @@ class SourceHooks:
     evidence: Callable[[str, float, np.ndarray], None] = lambda camera, ts, rgb: None  # reduced-size RGB
 
 
+Split = Callable[[av.VideoFrame, float, float], list[SampledFrame]]  # (frame, ts, mono) -> frames for inference
+
+
 class CameraSource(Worker):
     """Supervises one camera (ops.lifecycle: start, stop, join). Its thread is the supervisor; each
     connection gets a reader thread of its own, which the supervisor abandons when it stalls."""
 
-    def __init__(self, settings: SourceSettings, hooks: SourceHooks):
+    def __init__(self, settings: SourceSettings, hooks: SourceHooks, split: Split | None = None):
         super().__init__(f"camera-{settings.camera}")
         self.s = settings
         self.hooks = hooks
+        self._split = split or self._whole_frame
         self._generation = 0
         self._last_frame = 0.0  # monotonic time of the last decoded frame of the current reader
         self._connected = False
@@ -90,7 +103,7 @@ class CameraSource(Worker):
         return super().healthy or self._ended  # a file camera that played once is done, not dead
 
     def run(self) -> None:
-        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.camera)))
+        backoff = Backoff(self.s.backoff_initial, self.s.backoff_max, rng=random.Random(hash(self.camera)))  # nosec B311  # retry jitter, no secret
         shown = redact_url(self.s.location)
         while not self.stopping.is_set():
             reason = self._connect_once()
@@ -142,19 +155,21 @@ class CameraSource(Worker):
 
     def _read_stream(self, mine: Callable[[], bool]) -> None:
         s = self.s
-        height, width = s.size
         sampler = FrameSampler(s.sample_fps)
         evidence_sampler = FrameSampler(s.evidence_fps) if s.evidence_fps else None
         offset = 0.0  # added to file timestamps when a file loops, so time keeps going forward
         pace_start: float | None = None
         while mine():
             with open_container(s.location, s.open_timeout, s.stall_seconds) as container:
-                stream = container.streams.video[0]
+                stream = video_stream(container)
                 set_decode_threads(stream, s.decode_threads)
                 frame_period = 1.0 / float(stream.average_rate or 25)
                 last_t = offset - frame_period
                 for frame in self._frames(container, stream):
                     if not mine():
+                        return
+                    if not self._connected and (problem := size_problem(frame.width, frame.height)):
+                        self._error = problem  # never up: the supervisor backs off instead of retrying at once
                         return
                     now = time.monotonic()
                     # RTSP's first frame often has no timestamp: it follows the previous one
@@ -173,7 +188,8 @@ class CameraSource(Worker):
                     self.hooks.decoded(self.camera, ts)
                     last_t = t
                     if sampler.take(t):
-                        self.hooks.frame(SampledFrame(self.camera, ts, self._last_frame, to_rgb(frame, width, height)))
+                        for sampled in self._split(frame, ts, self._last_frame):
+                            self.hooks.frame(sampled)
                     if evidence_sampler is not None and evidence_sampler.take(t):
                         self.hooks.evidence(self.camera, ts, self._evidence_frame(frame))
             if s.is_network:
@@ -183,6 +199,10 @@ class CameraSource(Worker):
                 self._ended = True
                 return
             offset = last_t + frame_period
+
+    def _whole_frame(self, frame: av.VideoFrame, ts: float, mono: float) -> list[SampledFrame]:
+        height, width = self.s.size
+        return [SampledFrame(self.camera, ts, mono, to_rgb(frame, width, height))]
 
     def _evidence_frame(self, frame: av.VideoFrame) -> np.ndarray:
         """Reduced in FFmpeg to the evidence width, aspect kept, even sides: cheap for 1080p cameras."""

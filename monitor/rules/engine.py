@@ -1,4 +1,5 @@
-"""RuleEngine: predictions in, violation episodes out, one small state machine per rule x camera.
+"""RuleEngine: predictions in, violation episodes out, one small state machine per rule x stream (a camera,
+or one zone of a camera: `Prediction.zone`).
 
 Clock. The engine's only clock is each window's end time `t1` (UTC epoch seconds): episode
 times, schedules (evaluated in the rule's time zone at t1), `within`, `every`, `min`, `max` and
@@ -154,7 +155,7 @@ class _Tracker:
             return []
         rule = self.rule
         self.episode = ViolationEvent("opened", str(uuid.uuid4()), rule.id, rule.severity, self.camera, self.watched,
-                                      confidence, started_at, None, v.p.mono, rule.labels, v.rules_hash)
+                                      confidence, started_at, None, v.p.mono, rule.labels, v.rules_hash, v.p.zone)
         return [self.episode]
 
     def _peak(self, confidence: float, mono: float) -> list[ViolationEvent]:
@@ -297,20 +298,23 @@ class _Camera:
 
 
 class RuleEngine:
-    """Only one thread may call it (the daemon's analysis thread)."""
+    """Only one thread may call it (the daemon's analysis thread).
+
+    Each stream (a camera, or one zone of a camera) has its own trackers. `zones`: each camera's `zone`,
+    the zone rules see for a camera without zones; a zone of a camera is seen by its own name."""
 
     def __init__(self, ruleset: RuleSet, zones: dict[str, str | None]):
         self.ruleset = ruleset
         self._zones = dict(zones)
         self._digests = {r.id: ruleset.digest(r) for r in ruleset.rules}
-        self._cameras: dict[str, _Camera] = {}  # built on a camera's first prediction
+        self._cameras: dict[tuple[str, str], _Camera] = {}  # by stream, built on its first prediction
         self._calendars: dict[Calendar, Calendar] = {}
         self._open = 0
 
     def observe(self, p: Prediction) -> list[ViolationEvent]:
-        camera = self._cameras.get(p.camera)
+        camera = self._cameras.get((p.camera, p.zone))
         if camera is None:
-            camera = self._cameras[p.camera] = self._build(p.camera, {})
+            camera = self._cameras[(p.camera, p.zone)] = self._build((p.camera, p.zone), {})
         confs = camera.confidences(p.probs)
         view = _View(p, confs, self.ruleset.hash)
         events: list[ViolationEvent] = []
@@ -331,21 +335,21 @@ class RuleEngine:
         digests = {r.id: ruleset.digest(r) for r in ruleset.rules}
         old, events = self._cameras, []
         self.ruleset, self._digests, self._cameras = ruleset, digests, {}
-        for name, camera in old.items():
+        for stream, camera in old.items():
             kept: dict[str, list[_Tracker]] = {}
             for tracker in camera.trackers:
                 if digests.get(tracker.rule.id) == tracker.digest:
                     kept.setdefault(tracker.rule.id, []).append(tracker)
                 else:
                     events += tracker.close(now, mono)
-            self._cameras[name] = self._build(name, kept)
+            self._cameras[stream] = self._build(stream, kept)
         return self._counted(events)
 
     def open_count(self) -> int:
         return self._open
 
-    def _build(self, camera: str, kept: dict[str, list[_Tracker]]) -> _Camera:
-        zone = self._zones.get(camera)
+    def _build(self, stream: tuple[str, str], kept: dict[str, list[_Tracker]]) -> _Camera:
+        camera, zone = stream[0], stream[1] or self._zones.get(stream[0])
         trackers = [t for r in self.ruleset.rules if r.applies(camera, zone)
                     for t in kept.get(r.id) or _trackers(r, camera, self._digests[r.id], self._calendar(r))]
         return _Camera(trackers, self.ruleset.groups)

@@ -17,6 +17,7 @@ from typing import Any
 import pydantic
 
 from monitor.errors import UserError
+from monitor.messages import NOBODY
 from monitor.rules.schema import DurationRule, RuleConfig, RuleFile, parse_rule, rule_class
 from monitor.yamlfile import field_name, located, parse_yaml, read_text, validation_problems
 
@@ -60,9 +61,11 @@ class _Placed:
         return f"{located(self.path, self.marks, loc)}: {field_name(loc)}"
 
 
-def load_rules(paths: list[Path], labels: list[str], groups: dict[str, list[str]] | None = None) -> RuleSet:
-    """Load rule files for a model with these labels and groups; UserError lists every error."""
-    found = check_rules(paths, labels, groups)
+def load_rules(paths: list[Path], labels: list[str], groups: dict[str, list[str]] | None = None,
+               targets: list[str] | None = None) -> RuleSet:
+    """Load rule files for a model with these labels and groups (and a site with these notify targets);
+    UserError lists every error."""
+    found = check_rules(paths, labels, groups, targets)
     if found.errors:
         raise UserError(found.errors)
     assert found.ruleset is not None
@@ -70,8 +73,10 @@ def load_rules(paths: list[Path], labels: list[str], groups: dict[str, list[str]
 
 
 def check_rules(paths: list[Path], labels: list[str] | None,
-                groups: dict[str, list[str]] | None = None) -> Findings:
-    """Lint rule files. Without `labels` (no model given) actions are not checked."""
+                groups: dict[str, list[str]] | None = None, targets: list[str] | None = None) -> Findings:
+    """Lint rule files. Without `labels` (no model given) actions are not checked, without `targets` (no
+    site given) notify targets are not. NOBODY is an action of every model (gated zones)."""
+    labels = None if labels is None else [*labels, *([NOBODY] if NOBODY not in labels else [])]
     found = Findings()
     digest = hashlib.sha256()
     placed: list[_Placed] = []
@@ -94,6 +99,8 @@ def check_rules(paths: list[Path], labels: list[str] | None,
     found.errors += _duplicate_ids(placed)
     if labels is not None:
         found.errors += _unknown_actions(placed, actions)
+    if targets is not None:
+        found.errors += _unknown_targets(placed, targets)
     found.warnings += [w for p in placed for w in _warnings(p)]
     rules = tuple(p.rule for p in placed if p.rule.enabled)
     found.ruleset = RuleSet(rules, actions, digest.hexdigest()[:16])
@@ -162,6 +169,12 @@ def _unknown_actions(placed: list[_Placed], actions: dict[str, tuple[str, ...]])
     known = ", ".join(sorted(actions))
     return [f"{p.at(name)}: unknown action '{action}' (the model knows: {known})"
             for p in placed for name, action in p.rule.actions().items() if action not in actions]
+
+
+def _unknown_targets(placed: list[_Placed], targets: list[str]) -> list[str]:
+    defined = ", ".join(targets) or "none: site.yaml has no `notify:`"
+    return [f"{p.at('notify')}: unknown notify target '{t}' (site.yaml defines: {defined})"
+            for p in placed for t in p.rule.notify or () if t not in targets]
 
 
 def _warnings(p: _Placed) -> list[str]:

@@ -21,8 +21,11 @@ Each test runs a fresh RuleEngine on its own camera; the episodes it produced ar
 from __future__ import annotations
 
 import difflib
+import heapq
+import itertools
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -36,6 +39,8 @@ from monitor.messages import Prediction
 from monitor.rules.engine import RuleEngine
 from monitor.rules.ruleset import RuleSet, load_rules
 from monitor.yamlfile import StrictModel, located, parse_yaml, read_text, validation_problems
+
+MAX_WINDOWS = 1_000_000  # per test: 11 days at one window a second, a few seconds to run
 
 
 def _closed(value: object) -> float | None:
@@ -61,11 +66,18 @@ class PredictionSpec(StrictModel):
             raise ValueError("until must be after at")
         return self
 
-    def offsets(self) -> list[float]:
+    def count(self) -> float:
+        """How many windows this line generates (a float: `until: 1000000d, every: 1ms` must not overflow)."""
         if self.until is None or self.every is None:
-            return [self.at]
-        count = int((self.until - self.at) / self.every - 1e-9) + 1
-        return [self.at + k * self.every for k in range(count)]
+            return 1
+        span = (self.until - self.at) / self.every
+        return math.floor(span - 1e-9) + 1 if math.isfinite(span) else math.inf
+
+    def offsets(self) -> Iterator[float]:
+        """The end times of the windows this line generates, one by one."""
+        if self.every is None:
+            return iter([self.at])
+        return (self.at + k * self.every for k in range(int(self.count())))
 
 
 class ExpectedEpisode(StrictModel):
@@ -131,6 +143,7 @@ def load_tests(path: Path) -> LoadedTests:
     problems = []
     rule_ids = {r.id for r in ruleset.rules}
     for i, case in enumerate(spec.tests):
+        problems += _too_many_windows(path, marks, i, case)
         for j, pred in enumerate(case.predictions):
             for label in pred.probs.keys() - set(spec.labels):
                 at = ("tests", i, "predictions", j, "probs", label)
@@ -144,6 +157,19 @@ def load_tests(path: Path) -> LoadedTests:
     if problems:
         raise UserError(problems)
     return LoadedTests(path, spec, ruleset)
+
+
+def _too_many_windows(path: Path, marks: dict, i: int, case: RuleTestCase) -> list[str]:
+    """A test generates its windows one by one: refuse one that would run for days (or exhaust memory)."""
+    total = 0.0
+    for j, pred in enumerate(case.predictions):
+        total += pred.count()
+        if not total <= MAX_WINDOWS:  # also NaN and infinity (`at: .inf`)
+            at = ("tests", i, "predictions", j)
+            return [f"{located(path, marks, at)}: tests[{i}].predictions[{j}]: the test would generate "
+                    f"{total:.3g} windows, more than the {MAX_WINDOWS} a test may (make `every` longer or "
+                    "`until` earlier)"]
+    return []
 
 
 def run_case(ruleset: RuleSet, case: RuleTestCase) -> Outcome:
@@ -163,8 +189,10 @@ def run_case(ruleset: RuleSet, case: RuleTestCase) -> Outcome:
     return Outcome(case.name, sorted(expected, key=_order), sorted(got, key=_order))
 
 
-def _timeline(case: RuleTestCase) -> list[tuple[float, dict[str, float]]]:
-    return sorted(((offset, p.probs) for p in case.predictions for offset in p.offsets()), key=lambda x: x[0])
+def _timeline(case: RuleTestCase) -> Iterator[tuple[float, dict[str, float]]]:
+    """Every window of the test in time order, generated as it is consumed (ties in the order written)."""
+    lines = [zip(p.offsets(), itertools.repeat(p.probs)) for p in case.predictions]
+    return heapq.merge(*lines, key=lambda x: x[0])
 
 
 def _ms(seconds: float) -> float:

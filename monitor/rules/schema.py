@@ -16,11 +16,15 @@ rules:
     release_windows: 2                         # consecutive windows without it before it counts as stopped
     cooldown: 10m                              # no new episode this soon after one closed
     labels: {area: packing, sop: SOP-114}      # carried into the rows and metrics
+    notify: [mqtt, shift-leads]                # site.yaml's notify targets (default: by severity)
   - {id: sanitize-before-entry, kind: sequence, require: sanitize_hands, before: enter_cleanroom, within: 60s}
   - {id: gowning-too-short, kind: duration, action: gowning, min: 30s}
   - {id: station-unattended, kind: duration, action: station_unattended, max: 10m}
   - {id: line-clearance-hourly, kind: absence, action: line_clearance, every: 1h}
+  - {id: station-b-unattended, kind: duration, action: nobody, max: 10m, applies_to: {zones: [station-b]},
+     notify: [mqtt, shift-leads]}
 ```
+`nobody` is an action every model has: a gated zone's windows while no person is in it.
 Durations: see monitor/durations.py (`90s`, `10m`, `1h30m` ...).
 """
 
@@ -61,6 +65,9 @@ class RuleConfig(StrictModel):
     release_windows: int = Field(default=1, ge=1)
     cooldown: Duration = 0.0
     labels: dict[LabelKey, str] = Field(default_factory=dict)
+    notify: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] | None = Field(
+        default=None, description="Where its episodes are pushed: target names of site.yaml's `notify:` (`mqtt`, "
+        "webhook names); `[]` for nowhere. Default: `notify.by_severity`.")
 
     def actions(self) -> dict[str, str]:
         """Field name -> the action (label or group) it names."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from monitor.errors import UserError
 from monitor.model.bundle import Bundle, load_bundle
 from monitor.model.frames import probe
+from monitor.model.persons import PersonDetector
 from monitor.ops.logs import redact
 from monitor.record.db import normalize_url
 from monitor.rules import RuleSet, load_rules
@@ -41,6 +42,22 @@ def camera_problems(site: Site, probe_network: bool) -> list[str]:
     return problems
 
 
+def file_problems(site: Site) -> list[str]:
+    """The person detector's model and the MQTT TLS files must exist (and the detector be a MoveNet model)."""
+    cfg, problems = site.config, []
+    if cfg.person_detector is not None:
+        try:
+            PersonDetector(site.resolve(cfg.person_detector.model), where=f"{site.path}: person_detector")
+        except UserError as err:
+            problems += err.problems
+    mqtt = cfg.notify.mqtt if cfg.notify else None
+    for name in ("ca_file", "cert_file", "key_file"):
+        value = getattr(mqtt, name, None)
+        if value is not None and not site.resolve(value).is_file():
+            problems.append(f"{site.path}: notify.mqtt.{name}: file not found: {site.resolve(value)}")
+    return problems
+
+
 def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
     """Raise UserError listing every problem found; return the loaded pieces when all is well."""
     site = load_site(path)
@@ -52,7 +69,7 @@ def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
         problems += [f"{site.path}: model: {p}" for p in err.problems]
     if bundle is not None:
         try:
-            rules = load_rules(site.rule_files, bundle.labels, bundle.manifest.groups)
+            rules = load_rules(site.rule_files, bundle.labels, bundle.manifest.groups, site.notify_targets)
         except UserError as err:
             problems += err.problems
     try:
@@ -60,6 +77,7 @@ def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
     except UserError as err:
         problems += [f"{site.path}: {p}" for p in err.problems]
     problems += camera_problems(site, probe_network)
+    problems += file_problems(site)
     if problems:
         raise UserError(problems)
     return CheckedSite(site, bundle, rules)

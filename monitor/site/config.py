@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from monitor.durations import PositiveDuration
 from monitor.errors import UserError
+from monitor.model.zones import MAX_ZONES, MIN_AREA, Zone, polygon_area, self_intersection
+from monitor.site.notify import NotifyConfig
 from monitor.yamlfile import StrictModel, load_model
 
 if TYPE_CHECKING:
@@ -22,6 +24,70 @@ if TYPE_CHECKING:
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+
+class ZoneConfig(StrictModel):
+    """A named part of a camera's frame, classified as a stream of its own (its own windows, predictions,
+    metrics and rule scope). Coordinates are fractions of the frame: x from the left, y from the top, 0..1
+    (`har-monitor zones preview` draws them on a snapshot with a grid)."""
+
+    name: CameraId = Field(description="Unique on its camera: the zone rules select with `applies_to.zones`, "
+                                       "and the `zone` label of the per-zone metrics.")
+    rect: tuple[Unit, Unit, Unit, Unit] | None = Field(default=None, description="A rectangle [x0, y0, x1, y1] "
+                                                       "(top left, bottom right).")
+    polygon: list[tuple[Unit, Unit]] | None = Field(default=None, min_length=3, max_length=32, description=(
+        "A polygon [[x, y], ...] (3 to 32 corners, not crossing itself): its bounding box is classified, with "
+        "what lies outside the polygon blacked out."))
+    person_gate: bool = Field(default=False, description="Classify the zone only while a person is in it "
+                              "(`person_detector`); meanwhile its windows are predicted as the action `nobody`.")
+
+    @field_validator("rect")
+    @classmethod
+    def _rect_shape(cls, rect: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if rect is not None:
+            x0, y0, x1, y1 = rect
+            if not (x0 < x1 and y0 < y1):
+                raise ValueError("a rectangle is [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
+            if (x1 - x0) * (y1 - y0) < MIN_AREA:
+                raise ValueError(f"the zone covers less than {MIN_AREA:.1%} of the frame")
+        return rect
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon_shape(cls, polygon: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if polygon is not None:
+            crossing = self_intersection(polygon)
+            if crossing is not None:
+                i, j = crossing
+                raise ValueError(f"the polygon crosses itself (the edge from corner {i} and the edge from corner {j})")
+            if polygon_area(polygon) < MIN_AREA:
+                raise ValueError(f"the polygon covers less than {MIN_AREA:.1%} of the frame")
+        return polygon
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> ZoneConfig:
+        if (self.rect is None) == (self.polygon is None):
+            raise ValueError("a zone has either `rect` or `polygon`")
+        return self
+
+    def geometry(self) -> Zone:
+        if self.rect is not None:
+            return Zone.from_rect(self.name, self.rect, self.person_gate)
+        return Zone(self.name, tuple(self.polygon or ()), self.person_gate)
+
+
+class PersonDetectorConfig(StrictModel):
+    """The person detector of zones with `person_gate: true`: MoveNet Lightning (single pose, TFLite), run on the
+    CPU at a low rate per zone."""
+
+    model: str = Field(description="The MoveNet single-pose Lightning .tflite file (relative to site.yaml).")
+    min_score: float = Field(default=0.3, gt=0, lt=1, description="A person is present when the mean keypoint score "
+                             "reaches this (measured: 0.36-0.65 with a person, below 0.2 without).")
+    check_hz: float = Field(default=2.0, gt=0, le=10, description="Checks per second per zone (each 6-14 ms of "
+                            "one core).")
+    hold_seconds: float = Field(default=3.0, ge=0, le=600, description="A zone stays open this long after the last "
+                                "check that saw a person (a missed detection does not cut a window short).")
 
 
 class CameraConfig(StrictModel):
@@ -39,6 +105,24 @@ class CameraConfig(StrictModel):
     # and the cores are inference's), FFmpeg's choice for files read as fast as possible.
     # 0 = FFmpeg's choice: for streams one core cannot decode in real time (4K H.265).
     decode_threads: int | None = Field(default=None, ge=0, le=16)
+    zones: list[ZoneConfig] = Field(default_factory=list, max_length=MAX_ZONES, description=(
+        f"Parts of the frame classified as streams of their own (at most {MAX_ZONES}; each costs one embedding "
+        "per sampled frame, the frame is decoded once). Without zones the whole frame is one stream, in `zone`."))
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[ZoneConfig]) -> list[ZoneConfig]:
+        names = [z.name for z in zones]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"zone name {', '.join(map(repr, twice))} used twice")
+        return zones
+
+    @model_validator(mode="after")
+    def _zone_or_zones(self) -> CameraConfig:
+        if self.zone is not None and self.zones:
+            raise ValueError("`zone` names the whole frame's zone: with `zones` each zone has its own name")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -94,7 +178,9 @@ class EvidenceConfig(StrictModel):
 
 
 class MetricsConfig(StrictModel):
-    host: str = "0.0.0.0"
+    # Unauthenticated: loopback unless the site says otherwise (0.0.0.0 where Prometheus scrapes the pod or
+    # container from outside, e.g. deploy/k8s and deploy/compose set it).
+    host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (tests)
 
 
@@ -119,6 +205,18 @@ class SiteConfig(StrictModel):
     reconnect: ReconnectConfig = ReconnectConfig()
     qa: QAConfig = QAConfig()
     cameras: list[CameraConfig] = Field(min_length=1)
+    person_detector: PersonDetectorConfig | None = Field(default=None, description="The detector of zones with "
+                                                         "`person_gate: true`.")
+    notify: NotifyConfig | None = Field(default=None, description="Push violation episodes to MQTT and webhooks.")
+
+    @model_validator(mode="after")
+    def _gates_have_a_detector(self) -> SiteConfig:
+        gated = [f"{c.id}/{z.name}" for c in self.cameras for z in c.zones if z.person_gate]
+        if gated and self.person_detector is None:
+            raise ValueError(f"zones with person_gate ({', '.join(gated)}) need `person_detector: {{model: PATH}}`")
+        if self.notify is not None and self.notify.mqtt is not None and any(c in self.site for c in "/+#"):
+            raise ValueError("site: with MQTT the site name is a topic level: no '/', '+' or '#'")
+        return self
 
     @field_validator("cameras")
     @classmethod
@@ -176,6 +274,11 @@ class Site:
         if key is None and need_key:
             raise UserError(f"{self.path}: storage.anchor: no key: set ${cfg.key_env}, or storage.anchor.key_file")
         return AnchorLog(self.resolve(cfg.log), key, self.resolve(cfg.ship_to) if cfg.ship_to else None, cfg.every)
+
+    @property
+    def notify_targets(self) -> list[str]:
+        """The names rules may give in `notify:` (none without a `notify:` section)."""
+        return self.config.notify.targets if self.config.notify else []
 
     @property
     def database_url(self) -> str:

@@ -123,7 +123,7 @@ def grouped_split(samples: tuple[Sample, ...], fractions: tuple[float, ...], see
     by_class: dict[int, list[str]] = defaultdict(list)
     for group, members in sorted(by_group.items()):
         by_class[members[0].label].append(group)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311  # a reproducible split of the data, no secret
     parts: list[list[Sample]] = [[] for _ in fractions]
     for label in sorted(by_class):
         groups = by_class[label]

@@ -40,6 +40,7 @@ class ExtractStats:
     backbone_frames: int = 0
     cache_hits: int = 0
     skipped: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # skipped clip -> why it could not be read
 
 
 def uniform_indices(n: int, k: int) -> np.ndarray:
@@ -130,6 +131,7 @@ def _embed_clip(backbone: Backbone, clip: Path, sampling: Sampling, variant: str
     except Exception as exc:  # av errors, unreadable files: skip the clip, never the run
         log.warning(kv(event="clip_skipped", clip=str(clip), reason=f"{type(exc).__name__}: {exc}"))
         stats.skipped.append(str(clip))
+        stats.reasons[str(clip)] = str(exc) or type(exc).__name__
         return None
     stats.backbone_frames += len(frames)
     return np.concatenate([backbone.embed(frames[i:i + batch]) for i in range(0, len(frames), batch)])

@@ -83,7 +83,8 @@ def _relabel(data: Dataset, bundle: Bundle, source: Path) -> Dataset:
 
 
 def predict(model_dir: Path, paths: list[Path], top_k: int = 3, csv_path: Path | None = None) -> list[dict]:
-    """Top-k actions per video or image; optional CSV with one row per input."""
+    """Top-k actions per video or image; optional CSV with one row per input. An input that cannot be
+    read is an error (its reason in the CSV's `error` column), raised after the others are printed."""
     bundle, backbone, model = _load(model_dir)
     window = bundle.manifest.window
     missing = [str(p) for p in paths if not p.is_file()]
@@ -92,33 +93,35 @@ def predict(model_dir: Path, paths: list[Path], top_k: int = 3, csv_path: Path |
     unsupported = [str(p) for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES]
     if unsupported:
         raise UserError([f"{p}: not a video or image file" for p in unsupported])
-    feats = extract(backbone, paths, sampling_of(window), None)
+    stats = ExtractStats()
+    feats = extract(backbone, paths, sampling_of(window), None, stats=stats)
     names = [bundle.labels, _action_classes(bundle)]
     rows = []
     for path, f in zip(paths, feats):
         row: dict = {"path": str(path)}
         if f is None:
-            row["error"] = "unreadable"
+            row["error"] = stats.reasons[str(path)]
         else:
             outputs = predict_outputs(model, clip_windows(f, window.frames, window.stride))
             for out, labels, prefix in zip(outputs, names, ("", "class_")):
                 probs = clip_probabilities(out, [len(out)])[0]
                 for rank, i in enumerate(np.argsort(probs)[::-1][:top_k if not prefix else 1], start=1):
                     row[f"{prefix}top{rank}"], row[f"{prefix}p{rank}"] = labels[i], round(float(probs[i]), 4)
+            print(_line(row, top_k))
         rows.append(row)
-        print(_line(row, top_k))
     if csv_path is not None:
         columns = list(dict.fromkeys(k for r in rows for k in r))
         with open(csv_path, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, columns)
             writer.writeheader()
             writer.writerows(rows)
+    unreadable = [f"{row['path']}: {row['error']}" for row in rows if "error" in row]
+    if unreadable:
+        raise UserError(unreadable)
     return rows
 
 
 def _line(row: dict, top_k: int) -> str:
-    if "error" in row:
-        return f"{row['path']}: {row['error']}"
     ranked = ", ".join(f"{row[f'top{r}']} {row[f'p{r}']:.2f}" for r in range(1, top_k + 1) if f"top{r}" in row)
     extra = f"  [class: {row['class_top1']} {row['class_p1']:.2f}]" if "class_top1" in row else ""
     return f"{row['path']}: {ranked}{extra}"

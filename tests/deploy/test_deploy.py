@@ -491,6 +491,8 @@ def test_compose_runs_the_daemon_postgres_prometheus_and_grafana_with_everything
     assert command[:2] == ["run", "--cameras"]
     site_host = host(mounts("har-monitor")[command[2]])
     config = load_site_config(site_host, monkeypatch)
+    assert yaml.safe_load(site_host.read_text())["metrics"]["host"] == "0.0.0.0", \
+        "set explicitly (the default is loopback): the port is published from inside the container"
     env = hm["environment"]
     assert site_vars(site_host.read_text()) <= set(env), "every ${VAR} of site.yaml is set in the compose file"
     assert "@postgres:5432/" in env["HAR_DATABASE_URL"] and "${POSTGRES_PASSWORD" in env["HAR_DATABASE_URL"]
@@ -582,7 +584,9 @@ def test_k8s_statefulset_shards_by_ordinal_with_config_secrets_probes_and_resour
     site_path = tmp_path / "site.yaml"
     site_path.write_text(site_text)
     config = load_site_config(site_path, monkeypatch)
-    assert config.metrics.port == port and config.metrics.host == "0.0.0.0"
+    assert config.metrics.port == port
+    assert yaml.safe_load(site_text)["metrics"]["host"] == "0.0.0.0", \
+        "set explicitly (the default is loopback): Prometheus scrapes the pod's IP"
     secret = objects[("Secret", container["envFrom"][0]["secretRef"]["name"])]
     assert site_vars(site_text) <= set(secret["stringData"]), "every ${VAR} of site.yaml is in the Secret"
     assert {"HAR_DATABASE_URL", "CAM_USER", "CAM_PASS"} <= set(secret["stringData"])

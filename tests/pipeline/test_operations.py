@@ -9,9 +9,12 @@ import urllib.request
 import pytest
 
 from monitor.errors import UserError
+from monitor.ops.logs import setup_logging
 from monitor.site.config import parse_shard, shard_of
 from support.daemon import RunningDaemon
+from support.secrets import MARK, assert_only_redacted
 from support.sites import write_site
+from support.waiting import wait_until
 
 
 def test_every_camera_is_in_exactly_one_shard_and_adding_one_moves_no_other():
@@ -72,3 +75,29 @@ def test_not_ready_while_no_camera_is_up(tmp_path, tiny_bundle):
         status, state = get(base + "/readyz")
         assert status == 503 and state["cameras_up"] == 0 and state["ready"] is False
         assert get(base + "/healthz")[0] == 200, "alive all the same: restarting would not bring the camera back"
+
+
+def test_camera_passwords_reach_no_log_line_metric_or_health_page(tmp_path, tiny_bundle, monkeypatch, capsys):
+    """Passwords (from the environment) with the characters that end a host or a quoted URL, on
+    unreachable cameras: the daemon's camera_down lines, /metrics and /healthz show none of them."""
+    passwords = [f"pa/ss'{MARK}#x", f'a b"?{MARK}@c', f"p@ss\\{MARK}\n%2F:"]
+    cameras = []
+    for i, password in enumerate(passwords):
+        monkeypatch.setenv(f"CAM_PASS_{i}", password)
+        cameras.append({"id": f"cam-{i}", "url": f"rtsp://viewer:${{CAM_PASS_{i}}}@127.0.0.1:1/stream",
+                        "open_timeout_seconds": 1})
+    site = write_site(tmp_path, tiny_bundle, cameras)
+    setup_logging("info")
+    seen: list[str] = []
+
+    def logged() -> str:
+        seen.append(capsys.readouterr().err)
+        return "".join(seen)
+
+    with RunningDaemon(site) as d:
+        wait_until(lambda: all(f"event=camera_down camera=cam-{i} " in logged() for i in range(3)), 60,
+                   "a camera_down line from every camera")
+        base = d.daemon.summary.metrics_url.removesuffix("/metrics")
+        pages = [get(base + path)[1] for path in ("/metrics", "/healthz")]
+    assert_only_redacted(logged() + str(pages), "rtsp://viewer:***@127.0.0.1:1/stream")
+    assert "rtsp://" not in str(pages), "no URL in a metric label or the health page"

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from monitor.demo import synthetic
 from monitor.messages import SampledFrame
 from monitor.model.frames import read_frames
+from monitor.ops.logs import setup_logging
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
 from support.assets import asset
+from support.secrets import assert_only_redacted, passwords
+from support.videos import write_tiny_video
+from support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +123,46 @@ def test_real_clips_are_sampled_by_timestamp(name):
         duration = c.streams.video[0].frames / float(c.streams.video[0].average_rate)
     assert frames.shape[1:] == (96, 128, 3)
     assert abs(len(frames) - duration * 5) <= 2
+
+
+def log_lines(capsys, seen: list[str]) -> str:
+    """Everything logged so far (setup_logging writes to whatever stderr is now)."""
+    seen.append(capsys.readouterr().err)
+    return "".join(seen)
+
+
+def test_a_video_too_small_for_any_model_is_down_with_its_reason_and_backs_off(tmp_path, capsys):
+    """A 1x1 camera never goes up (no frames, no flapping); its retries back off instead of looping tightly."""
+    setup_logging("info")
+    tiny = write_tiny_video(tmp_path / "tiny.mp4", 1, 1)
+    seen: list[str] = []
+    rec = Recorder()
+    source = CameraSource(SourceSettings("tiny", str(tiny), False, (75, 75), 5.0, loop=True,
+                                         backoff_initial=0.2, backoff_max=1.6), rec.hooks())
+    source.start()
+    wait_until(lambda: log_lines(capsys, seen).count("event=camera_down") >= 4, 60, "four camera_down lines")
+    source.stop()
+    source.join(5)
+    downs = [line for line in "".join(seen).splitlines() if "event=camera_down" in line]
+    assert all("1x1" in line and "too small" in line for line in downs), downs[0]
+    assert rec.frames == [] and True not in rec.ups, "never up, never a frame"
+    delays = [float(re.search(r"retry_in_s=([0-9.]+)", line).group(1)) for line in downs]
+    assert delays[3] > 2 * delays[0], f"the retries back off: {delays}"
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(password=passwords())
+def test_camera_down_lines_never_show_the_password(capsys, password):
+    """The daemon's camera_down line (its url and its reason, FFmpeg's error) for an unreachable camera."""
+    setup_logging("info")
+    capsys.readouterr()
+    seen: list[str] = []
+    url = f"rtsp://viewer:{password}@127.0.0.1:1/stream"
+    source = CameraSource(SourceSettings("door", url, True, (75, 75), 5.0, open_timeout=2, backoff_initial=30,
+                                         backoff_max=30), SourceHooks(frame=lambda f: None))
+    source.start()
+    wait_until(lambda: "event=camera_down" in log_lines(capsys, seen), 30, "camera_down")
+    source.stop()
+    source.join(5)
+    assert "reason=" in "".join(seen)
+    assert_only_redacted("".join(seen), "rtsp://viewer:***@127.0.0.1:1/stream")

@@ -1,16 +1,13 @@
-"""Each stage alone, with plain inputs: sampling, queues, windows, rules, redaction."""
+"""Each stage alone, with plain inputs: sampling, queues, windows, rules."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from monitor.backoff import Backoff
-from monitor.durations import parse_duration
 from monitor.messages import Embedding, Prediction, SampledFrame
 from monitor.model.frames import FrameSampler
 from monitor.model.windowing import sliding_windows
-from monitor.ops.logs import kv, redact_url
 from monitor.pipeline.framequeue import FrameQueues
 from monitor.pipeline.windows import WindowBuffers
 from monitor.rules import RuleConfig, RuleEngine, RuleSet, parse_rule
@@ -133,31 +130,3 @@ def test_groups_sum_their_members_and_scope_by_zone():
     closing = e.close_all(now=99.0, mono=99.0)
     assert [(x.kind, x.ended_at) for x in closing] == [("closed", 99.0)]
     assert e.open_count() == 0
-
-
-def test_durations():
-    assert parse_duration("90s") == 90 and parse_duration("10m") == 600 and parse_duration(5) == 5.0
-    assert parse_duration("1.5h") == 5400 and parse_duration("1h30m") == 5400 and parse_duration("250ms") == 0.25
-    with pytest.raises(ValueError):
-        parse_duration("soon")
-
-
-@pytest.mark.parametrize("url, shown", [
-    ("rtsp://admin:hunter2@10.0.0.21:554/stream1", "rtsp://admin:***@10.0.0.21:554/stream1"),
-    ("rtsps://cam.local/live?user=x&password=hunter2", "rtsps://cam.local/live?user=x&password=***"),
-    ("http://u:p%40ss@host/mjpeg", "http://u:***@host/mjpeg"),
-    ("clips/demo.mp4", "clips/demo.mp4"),
-])
-def test_urls_are_redacted(url, shown):
-    assert redact_url(url) == shown
-
-
-def test_urls_inside_error_messages_are_redacted():
-    from monitor.ops.logs import redact
-
-    text = "[Errno 111] Connection refused: 'rtsp://admin:hunter2@127.0.0.1:1/s' (and http://u:p@h/x)"
-    assert redact(text) == "[Errno 111] Connection refused: 'rtsp://admin:***@127.0.0.1:1/s' (and http://u:***@h/x)"
-
-
-def test_log_fields_are_key_value():
-    assert kv(event="camera_down", camera="line 1", retry_in_s=1.25) == 'event=camera_down camera="line 1" retry_in_s=1.250'

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from monitor.cli import main
+from monitor.rules.ruletest import MAX_WINDOWS
 from support.assets import REPO
 
 RULE_FILES = sorted((REPO / "rules").glob("*.yaml"))
@@ -244,3 +245,37 @@ def test_bad_rule_test_files_are_located(capsys, tmp_path):
     assert err == [f"error: {tests}:8:26: tests[0].predictions[0].probs: unknown label 'smokin' "
                    "(labels: idle, smoking)",
                    f"error: {tests}:11:10: tests[0].expect[0].rule: no enabled rule 'no-smoke' in rules.yaml"]
+
+
+def test_a_rule_file_alias_bomb_is_refused_at_its_line_in_little_memory(tmp_path):
+    from support.memory import alias_bomb, assert_bomb_refused
+
+    plain = write(tmp_path / "plain.yaml", RULES + "extra: 1\n")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(RULES + alias_bomb(7, key="x"))
+    assert len(bomb.read_bytes()) < 600
+    assert_bomb_refused(["rules", "check"], plain, bomb)
+
+
+@pytest.mark.parametrize("until, every", [("1000d", "1s"), ("1.0e+300", "1ms"), (".inf", "1s")])
+def test_a_rule_test_generating_too_many_windows_is_refused_before_it_runs(tmp_path, until, every):
+    """Windows are generated as the test runs, and a test is bounded: not days of work, not gigabytes."""
+    from support.memory import run_capped
+
+    write(tmp_path / "rules.yaml", RULES)
+    tests = write(tmp_path / "tests.yaml", f"""
+        rules: [rules.yaml]
+        labels: [idle, smoking]
+        tests:
+          - name: forever
+            camera: {{id: cam}}
+            start: 2024-05-06T10:00:00Z
+            predictions:
+              - {{at: 0s, probs: {{idle: 1}}}}
+              - {{at: 1s, until: {until}, every: {every}, probs: {{smoking: 0.9}}}}
+            expect: []
+        """)
+    code, err, _ = run_capped(["rules", "test", str(tests)])
+    assert code == 2, err[-2000:]
+    assert err.startswith(f"error: {tests}:9:9: tests[0].predictions[1]: the test would generate ")
+    assert f"more than the {MAX_WINDOWS} a test may" in err and len(err.splitlines()) == 1

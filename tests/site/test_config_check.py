@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
 
 from monitor.cli import main
 from monitor.errors import UserError
 from monitor.pipeline.factory import source_settings
 from monitor.site.check import check_site
 from monitor.site.config import load_site
+from support.secrets import assert_only_redacted, passwords
 from support.sites import ALWAYS_RULES, write_site
 
 
@@ -119,6 +121,38 @@ def test_corrupt_video_is_refused(site, tmp_path, capsys):
     assert "cameras[0].url" in errors[0] and "corrupt.mp4" in errors[0] and "cannot read video" in errors[0]
 
 
+@pytest.mark.parametrize("width, height", [(1, 1), (160, 8)])
+def test_a_video_too_small_for_the_model_is_refused(site, tmp_path, capsys, width, height):
+    """It would pass as a camera and then show the model nothing: refused up front, naming the url field."""
+    from support.videos import write_tiny_video
+
+    tiny = write_tiny_video(tmp_path / "tiny.mp4", width, height)
+    edit(site, lambda d: d["cameras"][0].update(url=str(tiny)))
+    code, errors = check(site, capsys)
+    assert code == 2
+    assert errors == [f"error: {site}: cameras[0].url: video too small for the model: {width}x{height} "
+                      "(at least 32x32 pixels)"]
+
+
+def test_an_audio_only_file_is_no_camera(site, tmp_path, capsys):
+    from support.videos import write_audio_only
+
+    edit(site, lambda d: d["cameras"][0].update(url=str(write_audio_only(tmp_path / "meeting.mp4"))))
+    assert check(site, capsys) == (2, [f"error: {site}: cameras[0].url: no video stream"])
+
+
+def test_an_alias_bomb_is_refused_at_its_line_in_little_memory(tmp_path):
+    """A few hundred bytes that expand to 387 million strings: one located error, exit 2, little memory."""
+    from support.memory import alias_bomb, assert_bomb_refused
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("site: x\nmodel: m\ncameras: [{id: a, url: a.mp4}]\nextra: [1, 2, 3]\n")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(plain.read_text() + alias_bomb(9))
+    assert len(bomb.read_bytes()) < 800
+    assert_bomb_refused(["check", "--cameras"], plain, bomb)
+
+
 def test_unknown_rule_action_and_bad_db_url(site, capsys):
     rules = yaml.safe_load(Path(site.parent / "rules.yaml").read_text())
     rules["rules"].append({"id": "smoking", "action": "smoking"})
@@ -183,3 +217,22 @@ def test_rules_hash_changes_with_content(tiny_bundle, tmp_path):
     assert load_rules([path], ["a", "b"], {"anything": ["a", "b"]}).hash != first
     with pytest.raises(UserError, match="duplicate rule id 'always'"):
         load_rules([path, path], ["a", "b"], {"anything": ["a", "b"]})
+
+
+@pytest.fixture
+def rtsp_site(tmp_path, tiny_bundle) -> Path:
+    """A site whose camera's password comes from the environment (CAM_PASS), as a real site's does."""
+    return write_site(tmp_path, tiny_bundle, [{"id": "door", "url": "rtsp://viewer:${CAM_PASS}@127.0.0.1:1/stream",
+                                               "open_timeout_seconds": 2}])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(password=passwords(env=True))
+def test_check_probe_never_shows_a_camera_password(rtsp_site, monkeypatch, capfd, password):
+    """`check --probe` on a camera that cannot be reached: its error names the camera, never the password."""
+    monkeypatch.setenv("CAM_PASS", password)
+    capfd.readouterr()
+    assert main(["check", "--probe", "--cameras", str(rtsp_site)]) == 2
+    out, err = capfd.readouterr()
+    assert f"error: {rtsp_site}:" in err and "cameras[0].url" in err
+    assert_only_redacted(out + err, "rtsp://viewer:***@127.0.0.1:1/stream")

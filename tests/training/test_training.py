@@ -219,3 +219,26 @@ def test_evaluate_writes_metrics_and_prints_a_table(small_data, tmp_path, capsys
     assert "fall" in printed and "accuracy" in printed
     assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "training_curves.png").is_file()
+
+
+def test_predict_names_each_unreadable_input_and_exits_2(tiny_bundle, tmp_path, capsys):
+    """An audio-only file says "no video stream"; when nothing can be read the exit status says so too."""
+    from support.videos import write_audio_only
+
+    audio = write_audio_only(tmp_path / "meeting.mp4")
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(b"not a video at all" * 100)
+    assert main(["predict", str(tiny_bundle), str(audio), str(garbage)]) == 2
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors[0] == f"error: {audio}: no video stream"
+    assert errors[1].startswith(f"error: {garbage}: ") and "Invalid data" in errors[1]
+    assert len(errors) == 2 and "IndexError" not in err and out == ""
+
+    clip = tmp_path / "walk.mp4"
+    synthetic.write_video(clip, synthetic.render_clip("walk", 12, (64, 80), 1), 12)
+    assert main(["predict", str(tiny_bundle), str(clip), str(audio), "--csv", str(tmp_path / "p.csv")]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{clip}: ") and f"error: {audio}: no video stream" in err, "the readable one is predicted"
+    rows = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
+    assert [r["error"] for r in rows] == ["", "no video stream"]

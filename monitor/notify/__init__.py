@@ -1,0 +1,1 @@
+"""Violation episodes pushed to the plant's systems: MQTT and webhooks, through a durable outbox."""
