@@ -99,6 +99,11 @@ def _url(args: argparse.Namespace) -> str:
     return site.database_url if site else args.db
 
 
+def _named(args: argparse.Namespace) -> str:
+    """Where the user gave the database, for messages."""
+    return f"{args.cameras}: storage.url" if args.cameras else "--db"
+
+
 def _store_command(func):
     """Database errors (unreachable, hung, not a database, refused) become one message and exit 2."""
     @functools.wraps(func)
@@ -112,8 +117,7 @@ def _store_command(func):
         try:
             return func(args)
         except (DBAPIError, sqlite3.Error, psycopg.Error) as exc:
-            where = f"--cameras {args.cameras}: storage.url" if args.cameras else "--db"
-            raise UserError(f"{where}: {shown_url(_url(args))}: {describe_error(exc)}") from None
+            raise UserError(f"{_named(args)}: {shown_url(_url(args))}: {describe_error(exc)}") from None
     return run
 
 
@@ -125,9 +129,9 @@ def _engine(args: argparse.Namespace, creating: bool = False):
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
         if not path.parent.is_dir():
-            raise UserError(f"--db: {url}: the directory {path.parent} does not exist")
+            raise UserError(f"{_named(args)}: {url}: the directory {path.parent} does not exist")
         if not creating and not path.exists():
-            raise UserError(f"--db: {url}: no such database file (`har-monitor db upgrade` creates one)")
+            raise UserError(f"{_named(args)}: {url}: no such database file (`har-monitor db upgrade` creates one)")
     engine = create_engine(url)
     if not creating:
         command = f"har-monitor db upgrade {'--db URL' if args.db else f'--cameras {args.cameras}'}"
@@ -186,8 +190,10 @@ def _anchor_log(args: argparse.Namespace, site=None):
     path = getattr(args, "anchors", None) or (configured.path if configured else None)
     if path is None:
         return None
-    key_file = getattr(args, "anchor_key_file", None)
-    key = load_key(None, key_file) if key_file else configured.key if configured else load_key()
+    if getattr(args, "anchor_key_file", None):
+        key = load_key(None, args.anchor_key_file)
+    else:
+        key = configured.key if configured else load_key()
     return AnchorLog(path, key, configured.ship_to if configured else None)
 
 
@@ -299,19 +305,8 @@ def _verify(args: argparse.Namespace, engine) -> int:
             notes.append("anchors not checked (give --anchors, or set storage.anchor in site.yaml): "
                          "without them a shortened or emptied chain cannot be told from a whole one")
         else:
-            anchors, log_problems = log.read()
-            problems += log_problems
-            if log.key is None:
-                notes.append("anchor signatures not checked: no key (storage.anchor's key, $HAR_ANCHOR_KEY, "
-                             "or --anchor-key-file)")
-            if anchors:
-                anchor_problems, anchor_notes = anchor.check(conn, anchors)
-                problems += anchor_problems
-                notes += anchor_notes
-            elif any(h.rows for h in anchor.heads(conn).values()):
-                problems.append(ledger.Problem("anchors", str(log.path), "no anchor, but the record has rows: "
-                                               "the anchor log was removed or emptied, or nothing ever anchored it",
-                                               "MISSING"))
+            anchor_problems, notes = anchor.verify(conn, log)
+            problems += anchor_problems
     if evidence_dir is None:
         notes.append("evidence files not checked (give --evidence-dir)")
     for problem in problems:

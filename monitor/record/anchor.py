@@ -165,6 +165,20 @@ def _append(path: Path, line: str) -> None:
         os.close(fd)
 
 
+def verify(conn: sa.Connection, log: AnchorLog) -> tuple[list[Problem], list[str]]:
+    """The anchor log's own problems and the tables checked against its anchors; (problems, notes for the reader)."""
+    anchors, problems = log.read()
+    notes = [] if log.key else ["anchor signatures not checked: no key (storage.anchor's key, $HAR_ANCHOR_KEY, "
+                                "or --anchor-key-file)"]
+    if anchors:
+        found, more_notes = check(conn, anchors)
+        return problems + found, notes + more_notes
+    if any(head.rows for head in heads(conn).values()):
+        problems.append(Problem("anchors", str(log.path), "no anchor, but the record has rows: the anchor log was "
+                                "removed or emptied, or nothing ever anchored it", "MISSING"))
+    return problems, notes
+
+
 def check(conn: sa.Connection, anchors: list[Anchor]) -> tuple[list[Problem], list[str]]:
     """Check the tables against every anchor; (problems, notes for the reader)."""
     problems, notes = [], []
