@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from monitor.record.anchor import AnchorLog, key_id
 from monitor.record.ledger import GENESIS, content_hash
 from monitor.record.tables import CHAINED, chain_heads, violations
-from monitor.record.writer import StoreWriter
-from support.events import PROV, T0, pair
+from monitor.record.writer import StoreWriter, write_event
+from support.events import PROV, T0, event, pair
 from support.records import cli
 from support.waiting import wait_until
 
@@ -87,19 +87,23 @@ def test_a_row_edited_and_every_later_hash_recomputed(db, anchored, capsys):
     assert problems[0].startswith("ALTERED: violations: anchored rows: seq 3 differs from its anchor")
 
 
-def test_a_forged_row_inserted_with_the_chain_recomputed(db, anchored, capsys):
-    engine, log = anchored
-    assert cli(db, "violations", "anchor", "--anchors", str(log)) == 0  # a second anchor: the change is located
+def test_a_forged_row_inserted_with_the_chain_recomputed_is_located(db, anchored, capsys):
+    engine, log = anchored  # the first anchor: ep-0 .. ep-2
     with engine.begin() as conn:
-        rows = conn.execute(sa.select(violations).order_by(violations.c.seq)).mappings().all()
-        conn.execute(violations.delete())
-        forged = {**rows[1], "id": "ep-forged", "camera": "line-9"}
-        for seq, row in enumerate([rows[0], forged, rows[1], rows[2]], 1):
-            conn.execute(violations.insert().values({**row, "seq": seq}))
-        rechain(conn, violations, 2)
+        write_event(conn, event("opened", "ep-3", started=T0 + 3), PROV)
+    assert cli(db, "violations", "anchor", "--anchors", str(log)) == 0  # the second: and ep-3
+    with engine.begin() as conn:  # a row slipped in before ep-3, and the chain recomputed from there
+        ep3 = dict(conn.execute(sa.select(violations).where(violations.c.id == "ep-3")).mappings().one())
+        forged = {**dict(conn.execute(sa.select(violations).where(violations.c.id == "ep-2")).mappings().one()),
+                  "id": "ep-forged", "camera": "line-9"}
+        conn.execute(violations.delete().where(violations.c.id == "ep-3"))
+        conn.execute(violations.insert().values({**forged, "seq": 4}))
+        conn.execute(violations.insert().values({**ep3, "seq": 5}))
+        rechain(conn, violations, 4)
     code, problems, _ = verify(db, log, capsys)
-    assert code == 1 and len(problems) == 1
-    assert "rows were altered (anywhere up to it)" in problems[0] or "after seq 1, which matches its anchor" in problems[0]
+    assert code == 1 and len(problems) == 1, problems
+    assert problems[0].startswith("ALTERED: violations: anchored rows: seq 4 differs from its anchor of ")
+    assert problems[0].endswith("rows were altered (after seq 3, which matches its anchor)"), "located between anchors"
 
 
 def test_a_forged_row_after_the_head_is_inserted_not_removed(db, record, capsys):
