@@ -83,3 +83,13 @@ class ViolationEvent:
     labels: dict[str, str] = field(default_factory=dict)  # the rule's free-form labels
     rules_hash: str = ""  # the rule set in force when the episode opened
     zone: str = ""  # the stream's zone ("" for a camera without zones)
+    # closed events: (window end time, confidence of the rule's action) from the windows that opened the
+    # episode to its end; at most MAX_TRACE points, evenly thinned (QA's confidence timeline)
+    trace: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:  # read back from the spool's JSON as lists: the same trace
+        if not isinstance(self.trace, tuple) or any(not isinstance(p, tuple) for p in self.trace):
+            object.__setattr__(self, "trace", tuple((float(t), float(c)) for t, c in self.trace))
+
+
+MAX_TRACE = 600

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def demo_site(tmp_path_factory) -> Path:
     from monitor.demo.demo import build_demo_site
 
-    site = build_demo_site(tmp_path_factory.mktemp("demo"), clips_per_class=10)
+    site = build_demo_site(tmp_path_factory.mktemp("demo"))  # the demo as it ships: its model sees the wave
     data = yaml.safe_load(site.read_text())
     data["metrics"]["port"] = 0
     site.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -53,6 +53,8 @@ def test_demo_site_finds_falls_and_stores_them(demo_site):
         second = d.scrape()
         d.wait_for(lambda: any(r["evidence"] for r in rows(demo_site.parent / "violations.db")), 30,
                    "evidence clip written after the post-roll")
+        d.wait_for(lambda: d.value("har_monitor_violations_total", camera="line-1", rule="waving-in-cleanroom",
+                                   severity="minor") >= 1, 60, "the clean room's wave (every rule the demo ships fires)")
     for cam in ("line-1", "line-2"):
         key = ("har_monitor_frames_sampled_total", (("camera", cam),))
         assert second[key] > first[key], "counters move"
@@ -82,6 +84,8 @@ def test_demo_site_finds_falls_and_stores_them(demo_site):
     assert main(["violations", "verify", "--cameras", str(demo_site)]) == 0
     # nothing for waving on line-2: that rule applies to cleanroom zones only
     assert not [r for r in stored if r["rule"] == "waving-in-cleanroom" and r["camera"] == "line-2"]
+    waves = [r for r in stored if r["rule"] == "waving-in-cleanroom"]
+    assert waves and all(r["action"] == "wave" and r["confidence"] >= 0.6 for r in waves)
 
 
 def test_sigterm_drains_and_exits_0_and_no_secret_leaks(demo_site, tmp_path):

@@ -11,7 +11,6 @@ import functools
 import getpass
 import json
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--camera")
     listing.add_argument("--rule")
     listing.add_argument("--severity", choices=["info", "minor", "major", "critical"])
-    listing.add_argument("--status", choices=["open", "reviewed"])
+    listing.add_argument("--status", choices=["open", "reviewed", "needs_follow_up"])
     listing.add_argument("--format", choices=["table", "json", "csv"], default="table")
     store_args(listing)
     show = v.add_parser("show", help="one violation with its audit trail, signatures and evidence")
@@ -142,18 +141,10 @@ def _engine(args: argparse.Namespace, creating: bool = False):
     return engine
 
 
-def _write(engine, action, attempts: int = 5):
-    """Run `action(conn)` in a transaction, again if the daemon's writer held SQLite's write lock."""
-    from sqlalchemy.exc import OperationalError
+def _write(engine, action):
+    from monitor.record.db import write_retrying
 
-    for attempt in range(attempts):
-        try:
-            with engine.begin() as conn:
-                return action(conn)
-        except OperationalError as exc:
-            if attempt == attempts - 1 or "locked" not in str(exc.orig):
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    return write_retrying(engine, action)
 
 
 def _password(args: argparse.Namespace, prompt: str) -> str:

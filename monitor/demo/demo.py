@@ -26,7 +26,9 @@ from monitor.training import Sampling, extract, fit_head, windows_dataset
 
 log = logging.getLogger(__name__)
 
-INPUT_SIZE = (107, 107)  # InceptionV3 at a small input: fast on a 2-core CPU
+# InceptionV3 at a small input, fast on a 2-core CPU, yet large enough for a waving arm: at 107x107 the
+# arm is a couple of pixels and the head mistook the line-1 scene's wave for idle (wave <= 0.5)
+INPUT_SIZE = (139, 139)
 WINDOW = WindowSpec(frames=8, sample_fps=4.0, stride=2)  # 2 s windows, one every 0.5 s
 CLIP_FPS = 12.0
 CLIP_SIZE = (240, 320)
@@ -37,7 +39,7 @@ RULES = {"rules": [
      "when": {"action": "fall", "min_confidence": 0.6, "for_windows": 2}, "cooldown": "10s"},
     {"id": "waving-in-cleanroom", "title": "Arm waving near open product (shedding risk)", "severity": "minor",
      "applies_to": {"zones": ["cleanroom-*"]},
-     "when": {"action": "wave", "min_confidence": 0.7, "for_windows": 3}, "cooldown": "20s"},
+     "when": {"action": "wave", "min_confidence": 0.6, "for_windows": 3}, "cooldown": "20s"},
 ]}
 SCENES = {  # camera id -> (zone, what the person does, seed)
     "line-1": ("cleanroom-a", [("idle", 3), ("wave", 4), ("walk", 4), ("fall", 2.5), ("get_up", 2.5), ("idle", 3)], 101),
@@ -139,4 +141,6 @@ def run_demo(root: Path, duration: float | None, rebuild: bool = False, stop: th
     print(f"metrics: {summary.metrics_url}")
     print(f"database: {summary.database}")
     print(f"site: {site_path}  (run it again with: har-monitor run --cameras {site_path})")
+    print(f"review them in a browser: har-monitor users add rita --role reviewer --cameras {site_path}; "
+          f"har-monitor console --cameras {site_path}")
     return 0

@@ -9,10 +9,14 @@ wall-clock deadline passes: a camera may go down) ONE writer thread writes
     <directory>/<camera>/<YYYY-MM-DD (UTC)>/<episode_id>.jpg   the frame nearest the opening
 
 atomically (temp file in the same directory, fsync, `os.replace`, fsync of the directory), hashes
-both (SHA-256) and reports an `Evidence` record to `on_written`. Nothing here blocks a camera thread
-on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are blurred in
-every frame before anything reaches the disk. A camera with zones gets their outlines drawn on its
-clips and snapshots, the episode's own zone in red.
+both (SHA-256) and reports an `Evidence` record to `on_written`. The same thread also refreshes
+
+    <directory>/<camera>/latest.jpg                              the newest reduced frame, every `latest_every` s
+
+(atomically too, but not fsync'd: a live view for QA's console, not evidence). Nothing here blocks a
+camera thread on disk or encoding. With `blur_faces=True` (privacy: EU plants, works councils) faces are
+blurred in every frame before anything reaches the disk. A camera with zones gets their outlines drawn on
+its clips and snapshots, the episode's own zone in red.
 
 Memory per camera: the ring holds `ceil((pre_roll + post_roll + 1) * fps) + 1` frames of
 `width x height x 3` bytes. Defaults (5 s + 5 s, 5 fps, 480 px): 56 frames; 480x270 (16:9) is 389 kB
@@ -95,6 +99,7 @@ class _Camera:
     frames: deque[Frame]
     last_slot: int = -1  # index of the last 1/fps time slot that kept a frame
     newest: float = -math.inf
+    latest_at: float = -math.inf  # time of the frame last handed over for latest.jpg
 
 
 @dataclass
@@ -140,12 +145,12 @@ class EvidenceRecorder(Worker):
                  on_written: Callable[[Evidence], None] = _log_written,
                  on_error: Callable[[str, Exception], None] = _log_error,
                  grace: float = 5.0, max_pending: int = 32, face_cascade: Path | None = None,
-                 zones: dict[str, list[Zone]] | None = None):
+                 zones: dict[str, list[Zone]] | None = None, latest_every: float = 5.0):
         if pre_roll < 0 or post_roll < 0 or fps <= 0 or width < 2 or grace < 0 or max_pending < 1:
             raise ValueError("evidence: pre_roll, post_roll, grace >= 0, fps > 0, width >= 2, max_pending >= 1")
         self.directory = Path(directory)
         self.pre_roll, self.post_roll, self.fps, self.width = pre_roll, post_roll, fps, width
-        self.grace, self.max_pending = grace, max_pending
+        self.grace, self.max_pending, self.latest_every = grace, max_pending, latest_every
         self.on_written, self.on_error = on_written, on_error
         self.zones = zones or {}  # camera -> its zones, outlined on its evidence
         super().__init__("evidence-writer")
@@ -154,6 +159,7 @@ class EvidenceRecorder(Worker):
         self._lock = threading.Lock()
         self._cameras: dict[str, _Camera] = {}
         self._pending: dict[str, _Pending] = {}  # by episode id
+        self._latest: dict[str, Frame] = {}  # per camera: the frame latest.jpg is to show next
         self._queued = 0  # jobs handed to the writer and not yet done
         self._jobs: queue.Queue[_Job | None] = queue.Queue()  # bounded by max_pending
         self._closing = False
@@ -179,6 +185,9 @@ class EvidenceRecorder(Worker):
                 return  # another thread of the same camera got in first
             cam.frames.append((ts, small))
             cam.newest = ts
+            if ts - cam.latest_at >= self.latest_every and _NAME.match(camera):
+                cam.latest_at = ts
+                self._latest[camera] = (ts, small)
             ready = [p for p in self._pending.values() if p.camera == camera and ts >= p.opened_ts + self.post_roll]
             for p in ready:
                 self._enqueue(p)
@@ -247,8 +256,24 @@ class EvidenceRecorder(Worker):
             nearest = min((p.deadline for p in self._pending.values()), default=now + 1.0)
         return min(max(nearest - now, 0.01), 1.0)
 
+    def _write_latest(self) -> None:
+        with self._lock:
+            latest, self._latest = self._latest, {}
+        for camera, frame in latest.items():
+            folder = self.directory / camera
+            path, tmp = folder / "latest.jpg", folder / f".latest.jpg.{os.getpid()}.tmp"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                rgb = frame[1] if self._faces is None else blur_faces_in(self._faces, [frame])[0][1]
+                tmp.write_bytes(encode_jpeg(rgb, quality=80))
+                os.replace(tmp, path)
+            except (OSError, RuntimeError) as exc:  # a full disk costs the live view, nothing else
+                log.warning(kv(event="latest_frame_failed", camera=camera, error=exc))
+                tmp.unlink(missing_ok=True)
+
     def run(self) -> None:
         while True:
+            self._write_latest()
             try:
                 job = self._jobs.get(timeout=self._expire())
             except queue.Empty:

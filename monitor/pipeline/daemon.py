@@ -21,6 +21,7 @@ from monitor.ops.logs import kv
 from monitor.pipeline.factory import Pipeline, build_pipeline
 from monitor.pipeline.sources import CameraSource
 from monitor.record.db import shown_url
+from monitor.record.rulesets import remember_ruleset
 from monitor.site.check import CheckedSite
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Daemon:
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
         p.writer.close_orphans([c.id for c in p.cameras] if p.shard else None)  # after the spool's replay, before new events
         p.writer.thread.start()
+        remember_ruleset(p.writer.engine, p.analysis.engine.ruleset.hash, p.analysis.engine.ruleset.text)
         for stage in (p.evidence, p.retention, *(p.notifier.workers if p.notifier else [])):
             if stage:
                 stage.start()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -9,6 +13,7 @@ from sqlalchemy.exc import ArgumentError
 from monitor.errors import UserError
 
 SUPPORTED = ("sqlite", "postgresql")
+T = TypeVar("T")
 
 
 class SchemaOutdated(Exception):
@@ -114,6 +119,22 @@ def describe_error(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines()
     return lines[0][:300] if lines else type(cause).__name__
+
+
+def write_retrying(engine: Engine, action: Callable[[sa.Connection], T], attempts: int = 5) -> T:
+    """Run `action(conn)` in a transaction, again if another writer held the lock (the daemon's, on SQLite).
+
+    Only a lock is waited out: an unreachable or hung database fails at once (each try is bounded already).
+    """
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                return action(conn)
+        except sa.exc.OperationalError as exc:
+            if attempt == attempts - 1 or "lock" not in str(exc.orig).lower():
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _alembic_config(conn: sa.Connection):

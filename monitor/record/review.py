@@ -57,7 +57,9 @@ def _printable(text: str) -> bool:
     return bool(text.strip()) and text.isprintable()
 
 
-def add_user(conn: sa.Connection, name: str, role: str, password: str, printed_name: str | None = None) -> None:
+def add_user(conn: sa.Connection, name: str, role: str, password: str, printed_name: str | None = None,
+             actor: str | None = None) -> None:
+    """Add a user; `actor` (who did it, in the audit trail) defaults to the OS user running the command."""
     if not USER_NAME.fullmatch(name):
         raise UserError(f"user name {name!r}: 1 to 64 letters, digits, '.', '_', '@' or '-', "
                         "starting with a letter or digit")
@@ -72,7 +74,7 @@ def add_user(conn: sa.Connection, name: str, role: str, password: str, printed_n
     shown = printed_name.strip() if printed_name else name
     conn.execute(users.insert().values(name=name, printed_name=shown, role=role, password_hash=_hasher().hash(password),
                                        disabled=False, failed_logins=0, created_at=datetime.now(timezone.utc)))
-    audit(conn, f"user:{name}:added:{uuid.uuid4()}", None, os_actor(), "user_added", {},
+    audit(conn, f"user:{name}:added:{uuid.uuid4()}", None, actor or os_actor(), "user_added", {},
           {"user": name, "role": role, "printed_name": shown}, "users add")
 
 
@@ -89,11 +91,11 @@ def _reason(reason: str) -> str:
     return reason.strip()
 
 
-def disable_user(conn: sa.Connection, name: str, reason: str) -> None:
+def disable_user(conn: sa.Connection, name: str, reason: str, actor: str | None = None) -> None:
     row = _user(conn, name)
     conn.execute(users.update().where(users.c.name == name).values(disabled=True))
-    audit(conn, f"user:{name}:disabled:{uuid.uuid4()}", None, os_actor(), "user_disabled",
-          {"disabled": bool(row.disabled)}, {"disabled": True}, _reason(reason))
+    audit(conn, f"user:{name}:disabled:{uuid.uuid4()}", None, actor or os_actor(), "user_disabled",
+          {"disabled": bool(row.disabled)}, {"user": name, "disabled": True}, _reason(reason))
 
 
 def unlock_user(conn: sa.Connection, name: str, reason: str, actor: str | None = None) -> None:
@@ -104,7 +106,7 @@ def unlock_user(conn: sa.Connection, name: str, reason: str, actor: str | None =
     conn.execute(users.update().where(users.c.name == name).values(locked_at=None, failed_logins=0))
     audit(conn, f"user:{name}:unlocked:{uuid.uuid4()}", None, actor or os_actor(), "user_unlocked",
           {"locked_at": row.locked_at.isoformat(), "failed_logins": row.failed_logins},
-          {"locked_at": None, "failed_logins": 0}, _reason(reason))
+          {"user": name, "locked_at": None, "failed_logins": 0}, _reason(reason))
 
 
 def _refused(conn: sa.Connection, name: str, known: bool, why: str) -> None:
@@ -140,7 +142,7 @@ def authenticate(conn: sa.Connection, name: str, password: str, lockout_after: i
             raise AuthError(f"wrong password ({lockout_after - failures} attempt(s) left before the account is locked)") from None
         conn.execute(users.update().where(users.c.name == name).values(locked_at=datetime.now(timezone.utc)))
         audit(conn, f"user:{name}:locked:{uuid.uuid4()}", None, "system", "user_locked", {"locked_at": None},
-              {"failed_logins": failures}, f"{failures} wrong passwords in a row (lockout after {lockout_after})")
+              {"user": name, "failed_logins": failures}, f"{failures} wrong passwords in a row (lockout after {lockout_after})")
         raise AuthError(f"wrong password: user '{name}' is now locked; an admin must unlock it") from None
     if row.failed_logins:
         conn.execute(users.update().where(users.c.name == name).values(failed_logins=0))
@@ -201,7 +203,10 @@ class ViolationView:
 
     @property
     def status(self) -> str:
-        return "reviewed" if self.reviews else "open"
+        """open (never signed), needs_follow_up (the latest signature says so) or reviewed."""
+        if not self.reviews:
+            return "open"
+        return "needs_follow_up" if self.reviews[-1]["meaning"] == "needs_follow_up" else "reviewed"
 
     def flat(self) -> dict:
         r = self.row
@@ -239,11 +244,12 @@ def query(conn: sa.Connection, since: datetime | None = None, camera: str | None
     signed: dict[str, list[dict]] = {i: [] for i in ids}
     for v in conn.execute(sa.select(reviews).where(reviews.c.violation_id.in_(ids)).order_by(reviews.c.seq)).mappings():
         signed[v["violation_id"]].append({**v, "signed_at": v["signed_at"].isoformat()})
-    views = [_view(r, trails[r["id"]], signed[r["id"]]) for r in rows]
+    views = [violation_view(r, trails[r["id"]], signed[r["id"]]) for r in rows]
     return [v for v in views if status is None or v.status == status]
 
 
-def _view(row: dict, trail: list[dict], signed: list[dict]) -> ViolationView:
+def violation_view(row: dict, trail: list[dict], signed: list[dict]) -> ViolationView:
+    """A violation row with its audit events and signatures (each in `seq` order)."""
     closed = next((json.loads(a["new"]) for a in trail if a["what"] == "closed"), None)
     evidence = next((json.loads(a["new"]) for a in trail if a["what"] == "evidence"), {})
     return ViolationView(row, closed["ended_at"] if closed else None,

@@ -62,7 +62,7 @@ audit_events = sa.Table(
     sa.Column("violation_id", sa.String(36), index=True),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("actor", sa.String(64), nullable=False),  # a user name, or "system"
-    sa.Column("what", sa.String(32), nullable=False),  # closed | evidence | reviewed | user_added | user_disabled ...
+    sa.Column("what", sa.String(32), nullable=False, index=True),  # closed | evidence | reviewed | viewed | user_added ...
     sa.Column("old", sa.Text, nullable=False),  # JSON
     sa.Column("new", sa.Text, nullable=False),  # JSON
     sa.Column("why", sa.Text, nullable=False),
@@ -90,8 +90,8 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(256), nullable=False),  # argon2id
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("failed_logins", sa.Integer, nullable=False, default=0),  # wrong passwords in a row (0002)
-    sa.Column("locked_at", UTCDateTime()),  # locked by failed_logins; an admin unlocks (0002)
+    sa.Column("failed_logins", sa.Integer, nullable=False, default=0),  # wrong passwords in a row (0004)
+    sa.Column("locked_at", UTCDateTime()),  # locked by failed_logins; an admin unlocks (0004)
 )
 
 CHAINED = {"violations": violations, "audit_events": audit_events, "reviews": reviews}
@@ -101,4 +101,11 @@ chain_heads = sa.Table(  # the last row of each chain: a deleted last row is cau
     sa.Column("chain", sa.String(32), primary_key=True),
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("row_hash", sa.String(64), nullable=False),
+)
+
+rule_sets = sa.Table(  # the text of every rule set the daemon ran, by the hash each violation records (append-only)
+    "rule_sets", metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
 )

@@ -69,9 +69,10 @@ def _utc(ts: float | None) -> datetime | None:
 def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance, evidence: str | None = None) -> bool:
     """Apply one event to the record; False when it was already there (replays are idempotent).
 
-    opened -> a violations row; closed -> a "closed" audit event with the end time and the
-    peak confidence (and `evidence: expected` when evidence recording was on: `verify` then
-    wants an evidence record for it). "updated" events only move the live metrics.
+    opened -> a violations row; closed -> a "closed" audit event with the end time, the peak
+    confidence, the confidence trace, the zone of a camera with zones, and `evidence: expected` when
+    evidence recording was on (`verify` then wants an evidence record for it). "updated" events only
+    move the live metrics: the peak is kept at closing.
     """
     if event.kind == "opened":
         if conn.execute(sa.select(violations.c.seq).where(violations.c.id == event.episode_id)).first():
@@ -84,9 +85,10 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance, ev
             "labels": json.dumps(event.labels, sort_keys=True), "recorded_at": datetime.now(timezone.utc)})
         return True
     if event.kind == "closed":
-        new = {"status": "closed", "ended_at": _utc(event.ended_at).isoformat(), "peak_confidence": float(event.confidence)}
-        return audit(conn, f"{event.episode_id}:closed", event.episode_id, "system", "closed", {"status": "open"},
-                     new | ({"evidence": evidence} if evidence else {}),
+        new = {"status": "closed", "ended_at": _utc(event.ended_at).isoformat(), "peak_confidence": float(event.confidence),
+               "trace": [[round(t, 3), round(c, 4)] for t, c in event.trace], **({"zone": event.zone} if event.zone else {}),
+               **({"evidence": evidence} if evidence else {})}
+        return audit(conn, f"{event.episode_id}:closed", event.episode_id, "system", "closed", {"status": "open"}, new,
                      "the condition stopped holding (or the daemon stopped)")
     return False
 

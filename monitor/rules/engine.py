@@ -33,15 +33,20 @@ is removed or changed. `cooldown`: no episode of a rule opens on a camera before
 passed since the previous one closed there; an episode that describes a state (forbidden,
 duration max, absence) then opens late if the state still holds, one that describes an event
 (sequence, duration min) is dropped.
+
+Trace: a closed event carries the confidence of the rule's action at each window the tracker saw
+from the windows that opened the episode to the one that closed it (QA's confidence timeline),
+thinned to at most MAX_TRACE evenly spaced points however long the episode lasts.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections import deque
 from dataclasses import replace
 
-from monitor.messages import Prediction, ViolationEvent
+from monitor.messages import MAX_TRACE, Prediction, ViolationEvent
 from monitor.rules.ruleset import RuleSet
 from monitor.rules.schedule import Calendar
 from monitor.rules.schema import AbsenceRule, DurationRule, ForbiddenRule, RuleConfig, SequenceRule
@@ -103,6 +108,35 @@ class _Presence:
         return None
 
 
+class _Trace:
+    """(time, confidence) points of one episode: every `every`-th window, halved whenever MAX_TRACE is reached."""
+
+    __slots__ = ("every", "last", "points", "seen")
+
+    def __init__(self, lead: list[tuple[float, float]]):
+        self.points, self.every, self.seen = lead, 1, 0
+        self.last = lead[-1] if lead else None
+
+    def add(self, point: tuple[float, float]) -> None:
+        self.seen += 1
+        self.last = point
+        if self.seen % self.every:
+            return
+        self.points.append(point)
+        if len(self.points) >= MAX_TRACE:
+            del self.points[1::2]
+            self.every *= 2
+
+    def done(self) -> tuple[tuple[float, float], ...]:
+        """The points, ending with the last window seen (the one that closed the episode)."""
+        if self.last is not None and (not self.points or self.points[-1] != self.last):
+            return (*self.points[-(MAX_TRACE - 1):], self.last)
+        return tuple(self.points)
+
+
+_LEAD = 32  # windows kept before an episode opens: its run-up (for_windows) goes into the trace
+
+
 class _Tracker:
     """One rule on one camera: the presence of the action it watches, and its open episode.
 
@@ -118,6 +152,8 @@ class _Tracker:
         self.threshold = rule.min_confidence
         self.presence = _Presence(rule)
         self.episode: ViolationEvent | None = None
+        self.recent: deque[tuple[float, float]] = deque(maxlen=_LEAD)  # windows seen while no episode is open
+        self.trace = _Trace([])
         self.quiet = not self.timed
         self.quiet_until = -math.inf  # cooldown
 
@@ -126,6 +162,11 @@ class _Tracker:
         raise NotImplementedError
 
     def step(self, v: _View) -> list[ViolationEvent]:
+        point = (v.t, v.confs[self.watched])
+        if self.episode is None:
+            self.recent.append(point)
+        else:
+            self.trace.add(point)
         if self.calendar is not None and not v.active(self.calendar):
             events = self._inactive(v)
         else:
@@ -154,6 +195,7 @@ class _Tracker:
         if v.t < self.quiet_until:
             return []
         rule = self.rule
+        self.trace = _Trace([p for p in self.recent if p[0] >= started_at])
         self.episode = ViolationEvent("opened", str(uuid.uuid4()), rule.id, rule.severity, self.camera, self.watched,
                                       confidence, started_at, None, v.p.mono, rule.labels, v.rules_hash, v.p.zone)
         return [self.episode]
@@ -167,8 +209,9 @@ class _Tracker:
     def close(self, at: float, mono: float) -> list[ViolationEvent]:
         if self.episode is None:
             return []
-        event = replace(self.episode, kind="closed", ended_at=at, mono=mono)
+        event = replace(self.episode, kind="closed", ended_at=at, mono=mono, trace=self.trace.done())
         self.episode = None
+        self.recent.clear()
         self.quiet_until = at + self.rule.cooldown
         return [event]
 

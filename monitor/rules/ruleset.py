@@ -27,6 +27,7 @@ class RuleSet:
     rules: tuple[RuleConfig, ...]  # the enabled rules
     groups: dict[str, tuple[str, ...]]  # every action name a rule may use -> the labels it sums
     hash: str  # of the files' content: recorded with every violation
+    text: str = ""  # that content, each file after a `# file: PATH` line (stored by its hash for QA)
 
     def severities(self) -> list[tuple[str, str]]:
         return [(r.id, r.severity) for r in self.rules]
@@ -79,6 +80,7 @@ def check_rules(paths: list[Path], labels: list[str] | None,
     labels = None if labels is None else [*labels, *([NOBODY] if NOBODY not in labels else [])]
     found = Findings()
     digest = hashlib.sha256()
+    texts: list[str] = []
     placed: list[_Placed] = []
     defined: dict[str, tuple[tuple[str, ...], str]] = {g: (tuple(m), "the model") for g, m in (groups or {}).items()}
     for path in paths:
@@ -89,6 +91,7 @@ def check_rules(paths: list[Path], labels: list[str] | None,
             found.errors += err.problems
             continue
         digest.update(text.encode())
+        texts.append(f"# file: {path}\n{text}")
         loaded = _parse_file(path, data, marks, found.errors)
         if loaded is None:
             continue
@@ -103,7 +106,7 @@ def check_rules(paths: list[Path], labels: list[str] | None,
         found.errors += _unknown_targets(placed, targets)
     found.warnings += [w for p in placed for w in _warnings(p)]
     rules = tuple(p.rule for p in placed if p.rule.enabled)
-    found.ruleset = RuleSet(rules, actions, digest.hexdigest()[:16])
+    found.ruleset = RuleSet(rules, actions, digest.hexdigest()[:16], "\n".join(texts))
     return found
 
 

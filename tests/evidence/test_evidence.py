@@ -19,6 +19,7 @@ from monitor.evidence.recorder import Evidence, EvidenceRecorder
 from monitor.evidence.retention import prune
 from monitor.model.frames import reduced_size
 from support.assets import asset
+from support.waiting import wait_until
 
 BASE = 1_750_000_000.0  # 2025-06-15T15:06:40Z: frame ts = BASE + the frame's time in the clip
 FLOOR = "intel_one-by-one-person-detection.mp4"  # 768x432, 10 fps: the closest to a floor camera
@@ -323,3 +324,19 @@ def test_prune_deletes_old_evidence_only(tmp_path):
     assert recent.exists() and stray.exists()
     with pytest.raises(ValueError):
         prune(tmp_path, 0)
+
+
+def test_each_camera_has_a_recent_latest_jpg_for_the_console(tmp_path):
+    rec = EvidenceRecorder(tmp_path, pre_roll=1.0, post_roll=1.0, fps=5.0, width=160, latest_every=2.0)
+    rec.start()
+    latest = tmp_path / "line-4" / "latest.jpg"
+    for i in range(10):  # 2 s of frames: grey levels 0, 25, ...
+        rec.add_frame("line-4", BASE + i / 5, np.full((120, 200, 3), 25 * i, np.uint8))
+    wait_until(latest.is_file, 10, "latest.jpg written")
+    first = cv2.imread(str(latest))
+    assert first.shape == (96, 160, 3) and abs(int(first.mean()) - 0) <= 3, "the first frame, reduced"
+    rec.add_frame("line-4", BASE + 2.2, np.full((120, 200, 3), 200, np.uint8))  # 2 s later: a new latest.jpg
+    wait_until(lambda: abs(int(cv2.imread(str(latest)).mean()) - 200) <= 3, 10, "latest.jpg refreshed")
+    assert not [p for p in (tmp_path / "line-4").iterdir() if p.name.endswith(".tmp")], "written atomically"
+    assert rec.close(timeout=10)
+    assert prune(tmp_path, 1, now=BASE + 10 * 86400) == [] and latest.is_file(), "retention leaves it alone"

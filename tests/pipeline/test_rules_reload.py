@@ -17,6 +17,7 @@ import yaml
 
 from support.daemon import RunningDaemon
 from support.sites import write_site
+from support.waiting import wait_until
 
 # "anything" covers every label: it fires on every window and its episode stays open
 ALWAYS = {"id": "always", "action": "anything", "min_confidence": 0.5, "labels": {"team": "qa"}}
@@ -86,6 +87,20 @@ def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_b
     assert [by_rule[k]["rules_hash"] for k in (("always", "major"), ("also", "major"), ("always", "critical"))] == \
         [first, second, third], "each episode records the rule set that opened it"
     assert datetime.fromisoformat(by_rule["always", "major"]["ended_at"]) <= by_rule["always", "critical"]["started_at"]
+    texts = lambda: rule_set_texts(tmp_path / "violations.db")
+    wait_until(lambda: {first, second, third} <= set(texts()), 30, "each rule set in force stored by its hash")
+    assert "severity: critical" in texts()[third] and "smoking" not in "".join(texts().values()), \
+        "QA can read the rule text in force; the refused set was never in force"
+
+
+def rule_set_texts(db: Path) -> dict[str, str]:
+    from monitor.record.tables import rule_sets
+
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        found = {r.hash: r.text for r in conn.execute(sa.select(rule_sets))}
+    engine.dispose()
+    return found
 
 
 def test_sighup_reloads_the_rules(tmp_path, tiny_bundle, clip):

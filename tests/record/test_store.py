@@ -11,7 +11,15 @@ import sqlalchemy as sa
 
 from monitor.errors import UserError
 from monitor.messages import ViolationEvent
-from monitor.record.db import SchemaOutdated, check_schema, create_engine, normalize_url, shown_url, upgrade
+from monitor.record.db import (
+    SchemaOutdated,
+    check_schema,
+    create_engine,
+    head_revision,
+    normalize_url,
+    shown_url,
+    upgrade,
+)
 from monitor.record.tables import audit_events, violations
 from monitor.record.writer import StoreWriter, write_event
 from support.events import PROV, T0, event, pair
@@ -86,9 +94,10 @@ def test_outdated_schema_is_refused_until_upgraded(db):
     engine = create_engine(db.url)
     with pytest.raises(SchemaOutdated, match=r"has schema none \(empty\).*har-monitor db upgrade"):
         check_schema(engine)
-    assert upgrade(db.url) == (None, "0002")
+    head = head_revision()
+    assert upgrade(db.url) == (None, head)
     check_schema(engine)
-    assert upgrade(db.url) == ("0002", "0002"), "upgrading twice is harmless"
+    assert upgrade(db.url) == (head, head), "upgrading twice is harmless"
     engine.dispose()
 
 
@@ -170,3 +179,29 @@ def test_updated_events_only_move_metrics(db, store, make_writer):
     assert [e.kind for e in rec.stored] == ["opened", "closed"]
     (view,) = views(db)
     assert view.peak_confidence == pytest.approx(0.8)
+
+
+def test_a_closed_episode_keeps_its_confidence_trace_through_the_spool(db, make_writer, tmp_path):
+    from dataclasses import replace
+
+    upgrade(db.url)
+    writer, rec = make_writer(db.url)
+    trace = ((T0, 0.61), (T0 + 0.5, 0.734567), (T0 + 1.0, 0.2))
+    writer.put(event("opened", "ep-t", 0.61))
+    writer.put(replace(event("closed", "ep-t", 0.73, ended=T0 + 1.0), trace=trace))
+    wait_until(lambda: len(rec.stored) == 2, 30, "both events written")
+    (view,) = views(db)
+    closed = json.loads(next(a["new"] for a in view.trail if a["what"] == "closed"))
+    assert closed["trace"] == [[round(T0, 3), 0.61], [round(T0 + 0.5, 3), 0.7346], [round(T0 + 1.0, 3), 0.2]]
+
+
+def test_a_rule_set_text_is_stored_once_by_its_hash(db, store):
+    from monitor.record.rulesets import record_ruleset, remember_ruleset, stored_ruleset
+
+    with store.begin() as conn:
+        assert record_ruleset(conn, "abc123", "# file: rules.yaml\nrules: []\n") is True
+        assert record_ruleset(conn, "abc123", "something else") is False, "append-only: the first text stays"
+    remember_ruleset(store, "def456", "rules: [x]").join(30)
+    with store.connect() as conn:
+        assert stored_ruleset(conn, "abc123").text == "# file: rules.yaml\nrules: []\n"
+        assert stored_ruleset(conn, "def456").text == "rules: [x]" and stored_ruleset(conn, "nope") is None

@@ -5,6 +5,7 @@ Windows are one second apart and t0 == t1 unless a test says otherwise; the engi
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
 
 import pytest
@@ -331,3 +332,27 @@ def test_random_streams_give_well_formed_episodes(rules, stream, data):
     events += engine.close_all(end, end)
     assert engine.open_count() == 0
     check_episodes(events)
+
+
+# -- the confidence trace of a closed episode ----------------------------------------------------------
+
+def test_a_closed_episode_carries_its_confidence_trace_from_run_up_to_end():
+    engine = RuleEngine(ruleset(forbidden(for_windows=2)), {"cam": None})
+    stream = [*seconds(0, 5, idle=1.0), (5.0, {"smoking": 0.85}), (6.0, {"smoking": 0.9}), (7.0, {"smoking": 0.95}),
+              (8.0, {"idle": 1.0}), (9.0, {"idle": 1.0})]
+    (closed,) = [e for e in feed(engine, stream) if e.kind == "closed"]
+    assert closed.trace == ((5.0, 0.85), (6.0, 0.9), (7.0, 0.95), (8.0, 0.0)), \
+        "the windows that opened it, those while it lasted, and the one that closed it"
+    assert all(e.trace == () for e in feed(engine, seconds(10, 12, smoking=0.9)) if e.kind != "closed")
+
+
+def test_a_long_episode_keeps_at_most_max_trace_evenly_spaced_points():
+    from monitor.messages import MAX_TRACE
+
+    engine = RuleEngine(ruleset(forbidden()), {"cam": None})
+    events = feed(engine, [(float(t), {"smoking": 0.8 + (t % 10) / 100}) for t in range(5000)] + [(5000.0, {"idle": 1})])
+    (closed,) = [e for e in events if e.kind == "closed"]
+    times = [t for t, _ in closed.trace]
+    gaps = {b - a for a, b in itertools.pairwise(times[:-1])}
+    assert MAX_TRACE // 2 <= len(closed.trace) <= MAX_TRACE and times[0] == 0.0 and times[-1] == 5000.0
+    assert len(gaps) == 1, "evenly thinned"

@@ -1,14 +1,14 @@
 """Account lockout: wrong passwords in a row, and when the account was locked.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0004
+Revises: 0003 (after the console's 0003, which main had first: a database at 0003 gets these columns too)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
