@@ -109,27 +109,28 @@ def unlock_user(conn: sa.Connection, name: str, reason: str, actor: str | None =
           {"user": name, "locked_at": None, "failed_logins": 0}, _reason(reason))
 
 
-def _refused(conn: sa.Connection, name: str, known: bool, why: str) -> None:
-    """An audit event for a refused attempt (a name that is not a user's is not stored: it may be a password)."""
+def _refused(conn: sa.Connection, name: str, known: bool, why: str, purpose: str) -> None:
+    """An audit event `<purpose>_refused` (a name that is not a user's is not stored: it may be a password)."""
     shown = name if known or USER_NAME.fullmatch(name) else "<not a user name>"
-    audit(conn, f"user:{shown}:refused:{uuid.uuid4()}", None, shown if known else "unknown", "signature_refused",
+    audit(conn, f"user:{shown}:refused:{uuid.uuid4()}", None, shown if known else "unknown", f"{purpose}_refused",
           {}, {"user": shown}, why)
 
 
-def authenticate(conn: sa.Connection, name: str, password: str, lockout_after: int = LOCKOUT_AFTER) -> sa.Row:
+def authenticate(conn: sa.Connection, name: str, password: str, lockout_after: int = LOCKOUT_AFTER,
+                 purpose: str = "signature") -> sa.Row:
     """The user, if the password is right and the account usable; else AuthError.
 
-    A refusal is recorded on `conn` (an audit event; a wrong password counts towards the lockout):
-    commit it even when this raises.
+    A refusal is recorded on `conn` (an audit event `<purpose>_refused`, e.g. signature_refused or
+    login_refused; a wrong password counts towards the lockout): commit it even when this raises.
     """
     from argon2.exceptions import VerificationError
 
     row = conn.execute(sa.select(users).where(users.c.name == name)).first()
     if row is None or row.disabled:
-        _refused(conn, name, row is not None, "unknown user" if row is None else "disabled user")
+        _refused(conn, name, row is not None, "unknown user" if row is None else "disabled user", purpose)
         raise AuthError(f"user '{name}' is unknown or disabled")
     if row.locked_at is not None:
-        _refused(conn, name, True, "locked user")
+        _refused(conn, name, True, "locked user", purpose)
         raise AuthError(f"user '{name}' is locked after {row.failed_logins} wrong passwords: an admin must unlock it "
                         "(har-monitor users unlock)")
     try:
@@ -137,7 +138,7 @@ def authenticate(conn: sa.Connection, name: str, password: str, lockout_after: i
     except VerificationError:
         conn.execute(users.update().where(users.c.name == name).values(failed_logins=users.c.failed_logins + 1))
         failures = conn.execute(sa.select(users.c.failed_logins).where(users.c.name == name)).scalar_one()
-        _refused(conn, name, True, f"wrong password ({failures} in a row)")
+        _refused(conn, name, True, f"wrong password ({failures} in a row)", purpose)
         if failures < lockout_after:
             raise AuthError(f"wrong password ({lockout_after - failures} attempt(s) left before the account is locked)") from None
         conn.execute(users.update().where(users.c.name == name).values(locked_at=datetime.now(timezone.utc)))
@@ -159,7 +160,7 @@ def sign_review(conn: sa.Connection, violation_id: str, user: str, password: str
     violation = _violation(conn, violation_id)
     signer = authenticate(conn, user, password, lockout_after)
     if signer.role not in ("reviewer", "admin"):
-        _refused(conn, signer.name, True, f"a {signer.role} may not sign")
+        _refused(conn, signer.name, True, f"a {signer.role} may not sign", "signature")
         raise AuthError(f"user '{user}' is a {signer.role}: only reviewers and admins may sign")
     signature = ledger.append(conn, reviews, {
         "violation_id": violation.id, "user": signer.name, "printed_name": signer.printed_name,
@@ -168,6 +169,15 @@ def sign_review(conn: sa.Connection, violation_id: str, user: str, password: str
     audit(conn, f"{violation.id}:review:{signature['seq']}", violation.id, signer.name, "reviewed", {},
           {"disposition": disposition, "signature": signature["row_hash"]}, reason.strip())
     return signature
+
+
+def authenticate_or_refuse(conn: sa.Connection, name: str, password: str, lockout_after: int = LOCKOUT_AFTER,
+                           purpose: str = "login") -> sa.Row | AuthError:
+    """`authenticate` (e.g. to sign in), returning a refusal instead of raising it, so that the caller commits it."""
+    try:
+        return authenticate(conn, name, password, lockout_after, purpose)
+    except AuthError as refusal:
+        return refusal
 
 
 def sign_or_refuse(conn: sa.Connection, violation_id: str, user: str, password: str, disposition: str, reason: str,

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 import yaml
 
 from monitor.cli import main
+from monitor.record.review import AuthError, authenticate_or_refuse
 from monitor.record.tables import audit_events, reviews
 from support.records import PASSWORD
 from support.tcpproxy import TcpProxy
@@ -105,6 +106,20 @@ def test_a_right_password_resets_the_count_and_the_limit_is_configurable(db, rec
     code, _, err = run(capsys, "violations", "review", "ep-0", "--disposition", "confirmed", "--reason", "r",
                        "--user", "rita", "--password-stdin", *as_site, stdin="wrong")
     assert code == 1 and "now locked" in err
+
+
+@SQLITE_ONLY
+def test_failed_sign_ins_count_towards_the_lockout_when_committed(db, record):
+    """The console's sign-in: `authenticate_or_refuse` in a transaction that commits the refusal."""
+    engine, _ = record
+    for _ in range(5):
+        with engine.begin() as conn:
+            assert isinstance(authenticate_or_refuse(conn, "rita", "wrong password"), AuthError)
+    with engine.begin() as conn:
+        refusal = authenticate_or_refuse(conn, "rita", PASSWORD)
+    assert isinstance(refusal, AuthError) and "is locked" in str(refusal)
+    assert [r["why"] for r in trail(engine, "login_refused")][-1] == "locked user"
+    assert len(trail(engine, "login_refused")) == 6 and len(trail(engine, "user_locked")) == 1
 
 
 @SQLITE_ONLY
