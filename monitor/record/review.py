@@ -74,7 +74,7 @@ def add_user(conn: sa.Connection, name: str, role: str, password: str, printed_n
     shown = printed_name.strip() if printed_name else name
     conn.execute(users.insert().values(name=name, printed_name=shown, role=role, password_hash=_hasher().hash(password),
                                        disabled=False, failed_logins=0, created_at=datetime.now(timezone.utc)))
-    audit(conn, f"user:{name}:added:{uuid.uuid4()}", None, actor or os_actor(), "user_added", {},
+    audit(conn, f"user_added:{uuid.uuid4()}", None, actor or os_actor(), "user_added", {},
           {"user": name, "role": role, "printed_name": shown}, "users add")
 
 
@@ -94,7 +94,7 @@ def _reason(reason: str) -> str:
 def disable_user(conn: sa.Connection, name: str, reason: str, actor: str | None = None) -> None:
     row = _user(conn, name)
     conn.execute(users.update().where(users.c.name == name).values(disabled=True))
-    audit(conn, f"user:{name}:disabled:{uuid.uuid4()}", None, actor or os_actor(), "user_disabled",
+    audit(conn, f"user_disabled:{uuid.uuid4()}", None, actor or os_actor(), "user_disabled",
           {"disabled": bool(row.disabled)}, {"user": name, "disabled": True}, _reason(reason))
 
 
@@ -104,7 +104,7 @@ def unlock_user(conn: sa.Connection, name: str, reason: str, actor: str | None =
     if row.locked_at is None:
         raise UserError(f"user '{name}' is not locked")
     conn.execute(users.update().where(users.c.name == name).values(locked_at=None, failed_logins=0))
-    audit(conn, f"user:{name}:unlocked:{uuid.uuid4()}", None, actor or os_actor(), "user_unlocked",
+    audit(conn, f"user_unlocked:{uuid.uuid4()}", None, actor or os_actor(), "user_unlocked",
           {"locked_at": row.locked_at.isoformat(), "failed_logins": row.failed_logins},
           {"user": name, "locked_at": None, "failed_logins": 0}, _reason(reason))
 
@@ -112,7 +112,7 @@ def unlock_user(conn: sa.Connection, name: str, reason: str, actor: str | None =
 def _refused(conn: sa.Connection, name: str, known: bool, why: str, purpose: str) -> None:
     """An audit event `<purpose>_refused` (a name that is not a user's is not stored: it may be a password)."""
     shown = name if known or USER_NAME.fullmatch(name) else "<not a user name>"
-    audit(conn, f"user:{shown}:refused:{uuid.uuid4()}", None, shown if known else "unknown", f"{purpose}_refused",
+    audit(conn, f"{purpose}_refused:{uuid.uuid4()}", None, shown if known else "unknown", f"{purpose}_refused",
           {}, {"user": shown}, why)
 
 
@@ -142,7 +142,7 @@ def authenticate(conn: sa.Connection, name: str, password: str, lockout_after: i
         if failures < lockout_after:
             raise AuthError(f"wrong password ({lockout_after - failures} attempt(s) left before the account is locked)") from None
         conn.execute(users.update().where(users.c.name == name).values(locked_at=datetime.now(timezone.utc)))
-        audit(conn, f"user:{name}:locked:{uuid.uuid4()}", None, "system", "user_locked", {"locked_at": None},
+        audit(conn, f"user_locked:{uuid.uuid4()}", None, "system", "user_locked", {"locked_at": None},
               {"user": name, "failed_logins": failures}, f"{failures} wrong passwords in a row (lockout after {lockout_after})")
         raise AuthError(f"wrong password: user '{name}' is now locked; an admin must unlock it") from None
     if row.failed_logins:

@@ -152,6 +152,13 @@ def test_a_user_needs_a_real_name(empty_store, capsys, name):
     assert code == 2 and "user name" in err
 
 
+def test_the_longest_name_is_a_user_too(empty_store, capsys):
+    name = "r" * 64  # its audit events' keys still fit the column
+    assert run(capsys, "users", "add", name, "--role", "reviewer", "--password-stdin", "--db", empty_store.url,
+               stdin=PASSWORD)[0] == 0
+    assert run(capsys, "users", "disable", name, "--reason", "test", "--db", empty_store.url)[0] == 0
+
+
 @SQLITE_ONLY
 def test_a_signature_needs_a_printed_name(empty_store, capsys):
     code, _, err = run(capsys, "users", "add", "otto", "--role", "reviewer", "--printed-name", "  ", "--password-stdin",
