@@ -137,13 +137,13 @@ def write_evidence(evidence: Path, url: str, ids: list[str]) -> None:
     chain does not verify afterwards, which this benchmark does not need."""
     import numpy as np
 
-    from monitor.evidence.media import encode_jpeg, write_clip
+    from monitor.evidence.media import encode_jpeg, write_video
     from monitor.fileio import sha256_file
 
     frames = [(k / 5, np.full((270, 480, 3), 40 + 4 * k, np.uint8)) for k in range(50)]
     clip, snap = evidence / "sample.mp4", evidence / "sample.jpg"
     evidence.mkdir(parents=True, exist_ok=True)
-    write_clip(clip, frames, 5.0)
+    write_video(clip, [rgb for _, rgb in frames], 5.0, times=[t for t, _ in frames])
     snap.write_bytes(encode_jpeg(frames[25][1]))
     record = json.dumps({"clip": {"path": "sample.mp4", "sha256": sha256_file(clip)},
                          "snapshot": {"path": "sample.jpg", "sha256": sha256_file(snap)}}, sort_keys=True)

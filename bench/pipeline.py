@@ -39,7 +39,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -161,32 +160,13 @@ def _with_noise(frames, size: tuple[int, int], seed: int, sigma: float = 2.0):
 def make_clip(path: Path, size: tuple[int, int], seconds: float, start: float, seed: int) -> dict:
     """Write an H.264 camera-like clip: 25 fps, GOP 2 s, no B-frames, one slice per frame, a
     camera's constant bitrate (CBR-like VBV), mild sensor noise."""
-    import av
+    from monitor.evidence.media import write_video
 
     if path.is_file():
         return clip_info(path)
-    w, h = size
     frames = _source_frames(start, seconds, size) if SOURCE_CLIP.is_file() else _synthetic_frames(seconds, size, seed)
-    frames = _with_noise(frames, size, seed)
-    kbps = camera_kbps(size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as c:
-            s = c.add_stream("libx264", rate=Fraction(CAMERA_FPS))
-            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-            s.codec_context.gop_size = GOP
-            s.codec_context.bit_rate = kbps * 1000
-            s.codec_context.options = {
-                "preset": "veryfast",
-                "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=0:slices=1:sliced-threads=0:"
-                               f"vbv-maxrate={kbps}:vbv-bufsize={kbps}"}
-            for rgb in frames:
-                c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
-            c.mux(s.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_video(path, _with_noise(frames, size, seed), CAMERA_FPS, keyframe_interval=GOP, bitrate_kbps=camera_kbps(size),
+                x264_params="bframes=0:slices=1:sliced-threads=0")
     return clip_info(path)
 
 

@@ -79,7 +79,7 @@ def make_predictions(cameras: int, windows: int, rng: random.Random) -> list[Pre
             total = sum(weights.values())
             preds.append(Prediction(f"cam-{c:02d}", t - 4.0, t, t, {k: v / total for k, v in weights.items()}))
         streams.append(preds)
-    return [p for step in zip(*streams) for p in step]
+    return [p for step in zip(*streams, strict=True) for p in step]
 
 
 def bench_engine(ruleset: RuleSet, predictions: list[Prediction], repeat: int, zones: int = 1) -> tuple[float, int]:

@@ -8,13 +8,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 _NUMBER = r"\d+(?:\.\d+)?"
-_DURATION = re.compile(rf"^(?:\s*{_NUMBER}\s*(?:ms|s|m|h|d|w))+\s*$")
+DURATION_PATTERN = rf"^(?:\s*{_NUMBER}\s*(?:ms|s|m|h|d|w))+\s*$"
+_DURATION = re.compile(DURATION_PATTERN)
 _PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -23,6 +25,8 @@ def parse_duration(value: float | int | str) -> float:
     """'90s', '10m', '1.5h', '1h30m', '2w', 30 -> seconds."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"{value!r} is not a duration (expected e.g. 30s, 10m, 1h)")
+    if isinstance(value, int) and abs(value) > MAX_SECONDS:
+        return math.inf if value > 0 else -math.inf  # float() of a huge int raises OverflowError; the bounds refuse inf
     if isinstance(value, (int, float)):
         return float(value)
     if re.fullmatch(rf"\s*{_NUMBER}\s*", value):
@@ -42,17 +46,36 @@ def format_duration(seconds: float) -> str:
     return sign + "".join(parts)
 
 
-def _positive(seconds: float) -> float:
-    if seconds <= 0:
-        raise ValueError("must be a duration longer than 0 (e.g. 60s)")
-    return seconds
+MAX_SECONDS = 366 * 86400.0  # a year (and a day): any longer duration in a rule is a typo, and times stay in range
+_SCHEMA_MAX = f"{MAX_SECONDS / 86400:g}d"
 
 
 def _not_negative(seconds: float) -> float:
-    if seconds < 0:
-        raise ValueError("must not be negative")
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError("must be a duration of 0 or more (e.g. 60s)")
+    return _at_most_max(seconds)
+
+
+def _positive(seconds: float) -> float:
+    if math.isnan(seconds) or seconds <= 0:
+        raise ValueError("must be a duration longer than 0 (e.g. 60s)")
+    return _at_most_max(seconds)
+
+
+def _at_most_max(seconds: float) -> float:
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"must be at most {_SCHEMA_MAX}")
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_not_negative)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+def _schema(minimum: dict[str, float]) -> WithJsonSchema:
+    """Editors see what the validator accepts: a number of seconds or a text with units."""
+    return WithJsonSchema({"anyOf": [{"type": "number", **minimum, "maximum": MAX_SECONDS},
+                                     {"type": "string", "pattern": DURATION_PATTERN}],
+                           "description": f"a duration: seconds, or e.g. 90s, 10m, 1h30m, 2d (at most {_SCHEMA_MAX})"})
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_not_negative),
+                     _schema({"minimum": 0})]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive),
+                             _schema({"exclusiveMinimum": 0})]

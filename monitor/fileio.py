@@ -28,25 +28,30 @@ def fsync_path(path: Path) -> None:
 
 
 @contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
+def atomic_output(path: Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path` to write to; on success it becomes `path` whole, or not at all.
 
     The temp file is hidden and in the same directory (a rename is atomic only within one file
     system); it is fsync'd before the rename and the directory after it, so a power cut leaves either
-    the old file or the new one. On an exception the temp file is removed and `path` is untouched.
+    the old file or the new one (`durable=False` skips the fsyncs: still never half a file to a reader,
+    for files a power cut may roll back, e.g. a live view). On an exception the temp file is removed
+    and `path` is untouched. It keeps `path`'s suffix: writers that choose a format by it (Keras,
+    OpenCV, NumPy) work unchanged.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
     try:
         yield tmp
-        fsync_path(tmp)
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
-        fsync_path(path.parent)
+        if durable:
+            fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: Path, data: bytes | str, durable: bool = True) -> None:
     """Write `path` whole or not at all (see `atomic_output`)."""
-    with atomic_output(path) as tmp:
+    with atomic_output(path, durable) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)

@@ -54,6 +54,16 @@ def read_text(path: Path) -> str:
 def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]]:
     """Parse YAML text read from `path`; return its data and the (line, column), 1-based, of each
     field path (a key's own position for a mapping entry)."""
+    data, node = compose_yaml(text, path)
+    marks: dict[tuple, tuple[int, int]] = {}
+    if node is not None:
+        _index_marks(node, (), marks)
+    return data, marks
+
+
+def compose_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse YAML text read from `path` within the alias budget; return its data and its node tree
+    (for callers that need where each value is written, e.g. to quote a rule as written)."""
     loader = None
     try:
         loader = _BoundedLoader(text)  # inside the try: its reader already refuses control characters
@@ -67,10 +77,7 @@ def parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, tuple[int, int]]
     finally:
         if loader is not None:
             loader.dispose()
-    marks: dict[tuple, tuple[int, int]] = {}
-    if node is not None:
-        _index_marks(node, (), marks)
-    return data, marks
+    return data, node
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -136,19 +143,20 @@ def _index_marks(node: yaml.Node, at: tuple, marks: dict[tuple, tuple[int, int]]
     marks[at] = _mark(node)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            _index_marks(value, at + (key.value,), marks)
-            marks[at + (key.value,)] = _mark(key)
+            key_at = (*at, key.value)
+            _index_marks(value, key_at, marks)
+            marks[key_at] = _mark(key)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index_marks(item, at + (i,), marks)
+            _index_marks(item, (*at, i), marks)
 
 
 def substitute_env(data: Any, path: Path, at: tuple = ()) -> Any:
     """Replace `${VAR}` (or `${VAR:-default}`) in every string from the environment."""
     if isinstance(data, dict):
-        return {k: substitute_env(v, path, at + (k,)) for k, v in data.items()}
+        return {k: substitute_env(v, path, (*at, k)) for k, v in data.items()}
     if isinstance(data, list):
-        return [substitute_env(v, path, at + (i,)) for i, v in enumerate(data)]
+        return [substitute_env(v, path, (*at, i)) for i, v in enumerate(data)]
     if not isinstance(data, str):
         return data
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small real model bundle, real databases (SQLite files, PostgreSQL schemas)."""
+"""Shared fixtures: a small real model bundle, a video clip, real databases (SQLite files, PostgreSQL schemas)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,39 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from support.clips import write_clip
 from support.databases import PG_HOST, PG_PORT, Db, pg_admin, pg_url
 from support.sites import write_tiny_bundle
+
+# What a test needs, as markers (registered in pyproject.toml). `fast` is everything that needs none of
+# HEAVY (no TensorFlow, no server, no browser, nothing slow): `python -m pytest -m fast` is the quick tier
+# (README, "Development"); the SQLite twins of the PostgreSQL tests are in it.
+HEAVY = ("tf", "rtsp", "postgres", "mqtt", "prometheus", "browser", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "tiny_bundle" in fixtures:  # a real Keras head
+            item.add_marker("tf")
+        if fixtures & {"pg_db", "pg_database"} or "postgresql" in params.values():
+            item.add_marker("postgres")
+        if "browser" in fixtures:  # Playwright driving Debian's chromium
+            item.add_marker("browser")
+        if not any(item.get_closest_marker(name) for name in HEAVY):
+            item.add_marker("fast")
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    """Any test's camera: 2 s of a walking figure, 160x120 at 12 fps, H.264 with a keyframe a second."""
+    return write_clip(tmp_path_factory.mktemp("clip") / "walk.mp4")
 
 
 # -- real databases: SQLite files and PostgreSQL schemas ---------------------------------------

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import sqlalchemy as sa
 import yaml
 
 from support.daemon import RunningDaemon
+from support.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,7 @@ def rows(db: Path) -> list[dict]:
 def test_demo_site_finds_falls_and_stores_them(demo_site):
     from monitor.model.bundle import load_bundle
 
+    began = datetime.now(timezone.utc)
     with RunningDaemon(demo_site) as d:
         first = d.scrape()
         d.wait_for(lambda: d.value("har_monitor_violations_total", camera="line-2", rule="person-fell",
@@ -72,7 +73,7 @@ def test_demo_site_finds_falls_and_stores_them(demo_site):
     assert fall["model_hash"] == bundle.hash and fall["confidence"] >= 0.6
     assert all(r["status"] == "closed" and r["ended_at"] is not None for r in stored), "shutdown closes open episodes"
     started = fall["started_at"]
-    assert abs((datetime.now(timezone.utc) - started).total_seconds()) < 120, "times are UTC"
+    assert started.tzinfo is not None and began <= started <= datetime.now(timezone.utc), "times are UTC, of this run"
     with_evidence = next(r for r in stored if r["evidence"])
     clip = demo_site.parent / "evidence" / with_evidence["evidence"]["clip"]["path"]
     import av
@@ -99,25 +100,23 @@ def test_sigterm_drains_and_exits_0_and_no_secret_leaks(demo_site, tmp_path):
 
     upgrade(data["storage"]["url"])
     env = dict(os.environ, DOOR_PASS="hunter2-secret")
-    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--cameras", str(site)],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    lines: list[str] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        if "event=violation_opened" in line:
-            break
-    else:
+    stderr, stdout = tmp_path / "stderr.log", tmp_path / "stdout.log"
+    with stderr.open("w") as err, stdout.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--cameras", str(site)],
+                                stderr=err, stdout=out, text=True, env=env)
+    try:
+        # Both before SIGTERM: a violation, and the unreachable camera's first failure (on a loaded machine
+        # the violation can come first).
+        wait_until(lambda: all(e in stderr.read_text() for e in ("event=violation_opened", "event=camera_down camera=dock-door")),
+                   120, "a violation and the unreachable camera's camera_down", interval=0.2,
+                   describe=lambda: stderr.read_text()[-3000:])
+        proc.send_signal(signal.SIGTERM)
+        # The drain's speed is bench/'s business (and the deploy files' stop timeouts): here, a generous ceiling.
+        assert proc.wait(timeout=60) == 0, stderr.read_text()[-3000:]
+    finally:
         proc.kill()
-        pytest.fail("no violation within 90 s:\n" + "".join(lines[-20:]))
-    proc.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    out, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0, err
-    assert time.monotonic() - sent < 10
-    log = "".join(lines) + err
-    assert "hunter2-secret" not in log + out
+    log, printed = stderr.read_text(), stdout.read_text()
+    assert "hunter2-secret" not in log + printed
     assert "rtsp://admin:***@127.0.0.1:1/stream1" in log, "the unreachable camera is logged, redacted"
     assert "event=camera_down camera=dock-door" in log and "event=daemon_stopped" in log
     stored = rows(tmp_path / "v.db")

@@ -56,7 +56,7 @@ def settings(args: argparse.Namespace):
     site = load_site(args.cameras)
     cfg = site.config
     zones = {c.id: (c.zone,) if c.zone else tuple(z.name for z in c.zones) for c in site.cameras}
-    host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "", "::") else cfg.metrics.host
+    host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "", "::") else cfg.metrics.host  # nosec B104  # compares, binds nothing
     return Settings(site.database_url, args.evidence_dir or site.resolve(cfg.storage.evidence_dir),
                     Scope(cfg.site, zones),
                     cameras=[(c.id, ", ".join(zones[c.id]), c.is_network) for c in site.cameras],

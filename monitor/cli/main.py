@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitor.cli import console, record, rules, run, training, zones
+from monitor.cli import config, console, record, rules, run, training, zones
 from monitor.errors import UserError
 from monitor.ops.logs import setup_logging
 
@@ -17,7 +17,7 @@ def parser() -> argparse.ArgumentParser:
                                   description="Camera compliance monitor for regulated manufacturing floors.")
     top.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = top.add_subparsers(dest="command", required=True)
-    for group in (run, training, rules, record, zones, console):
+    for group in (run, training, rules, record, zones, console, config):
         group.add_parsers(sub)
     return top
 

@@ -15,7 +15,7 @@ from monitor.rules.ruleset import check_rules
 from monitor.rules.ruletest import run_files
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rules = sub.add_parser("rules", help="lint and unit-test compliance rule files")
     commands = rules.add_subparsers(dest="rules_command", required=True)
     check = commands.add_parser("check", help="validate rule files; file:line:column for each problem")

@@ -7,6 +7,8 @@ import signal
 import threading
 from pathlib import Path
 
+from monitor.ops.logs import import_tensorflow
+
 
 def positive(text: str) -> float:
     value = float(text)
@@ -15,7 +17,7 @@ def positive(text: str) -> float:
     return value
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run the monitoring daemon")
     run.add_argument("--cameras", required=True, type=Path, metavar="SITE_YAML", help="the site configuration")
     run.add_argument("--duration", type=positive, metavar="SECONDS",
@@ -40,7 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor.site.check import check_site
     from monitor.site.config import parse_shard
 
-    daemon = Daemon.for_site(check_site(args.cameras), parse_shard(args.shard) if args.shard else None)
+    checked, shard = check_site(args.cameras), parse_shard(args.shard) if args.shard else None
+    import_tensorflow()
+    daemon = Daemon.for_site(checked, shard)
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())  # handlers belong to the main thread
     summary = daemon.run(stop_on_signals(), args.duration)
     print(f"violations this run: {dict(summary.violations) or 'none'}")
@@ -55,6 +59,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from monitor.site.check import check_site
 
     checked = check_site(args.cameras, probe_network=args.probe)
+    import_tensorflow()
     backbone = checked.bundle.build_backbone()
     window = checked.bundle.manifest.window
     Classifier(checked.bundle.head_file, checked.bundle.labels, window.frames, backbone.dim)
@@ -67,6 +72,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.demo.demo import run_demo
 
+    import_tensorflow()
     return run_demo(args.dir, args.duration, rebuild=args.rebuild, stop=stop_on_signals())
 
 

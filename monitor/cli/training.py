@@ -6,13 +6,15 @@ import argparse
 from pathlib import Path
 
 from monitor.cli.run import positive
+from monitor.model.backbones import backbone_choices
+from monitor.ops.logs import import_tensorflow
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train = sub.add_parser("train", help="train a classifier on labelled clips and write a model bundle")
     train.add_argument("data", type=Path, help="a folder with one subfolder of videos per class (or a CSV path,action[,action_class] for --head image)")
     train.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
-    train.add_argument("--backbone", help="inception_v3 (default) | mobilenet_v2 | resnet50 | vgg16 | raw (conv3d) | tflite:PATH")
+    train.add_argument("--backbone", help=f"{backbone_choices()} (default: inception_v3; raw for --head conv3d)")
     train.add_argument("--weights", default="imagenet", help="imagenet (default) | PATH | none")
     train.add_argument("--input-size", type=int, metavar="PIXELS", help="square backbone input (default: the backbone's own)")
     train.add_argument("--head", default="gru", help="gru (default) | lstm | bilstm | conv3d | image")
@@ -50,6 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from monitor.training.train import TrainOptions, train
 
+    import_tensorflow()
     size = (args.input_size, args.input_size) if args.input_size else None
     opts = TrainOptions(data=args.data, out=args.out, backbone=args.backbone, weights=args.weights, head=args.head,
                         frames=args.frames, sample_fps=args.sample_fps, stride=args.stride, input_size=size,
@@ -69,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from monitor.training.infer import evaluate
 
+    import_tensorflow()
     evaluate(args.model, args.data, args.out, args.cache_dir)
     return 0
 
@@ -76,5 +80,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from monitor.training.infer import predict
 
+    import_tensorflow()
     predict(args.model, args.paths, args.top_k, args.csv)
     return 0

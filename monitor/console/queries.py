@@ -256,8 +256,9 @@ def _groups(conn: sa.Connection, q: _Inbox) -> dict[tuple, int]:
                           .where(*q.base()).group_by(*keys, q.meaning))
     groups: dict[tuple, int] = {(*key, None): n for *key, n in every}
     for *key, meaning, n in signed:
-        groups[(*key, meaning)] = n
-        groups[(*key, None)] -= n
+        signed_key, open_key = (*key, meaning), (*key, None)  # not d[(*k, x)]: mypy reads it as 3.11's d[*k, x]
+        groups[signed_key] = n
+        groups[open_key] -= n
     return groups
 
 

@@ -7,12 +7,15 @@ import re
 import textwrap
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
 
+from monitor.errors import UserError
 from monitor.record.rulesets import stored_ruleset
 from monitor.record.tables import rule_sets
+from monitor.yamlfile import compose_yaml
 
 _FILE = re.compile(r"^# file: (.*)$", re.MULTILINE)  # how RuleSet.text starts each file
 
@@ -38,9 +41,8 @@ def split_files(text: str) -> list[tuple[str, str]]:
 def _rules_in(yaml_text: str) -> list[tuple[dict, str]]:
     """Each rule mapping of a rule file with the text it is written as."""
     try:
-        node = yaml.compose(yaml_text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(yaml_text)
-    except yaml.YAMLError:
+        data, node = compose_yaml(yaml_text, Path("rule set"))
+    except UserError:
         return []
     if not isinstance(node, yaml.MappingNode) or not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         return []

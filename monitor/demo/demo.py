@@ -14,13 +14,15 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
 from monitor.demo import synthetic
+from monitor.evidence.media import write_video
 from monitor.model.backbones import build_backbone
-from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
+from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_bundle
 from monitor.ops.logs import kv
 from monitor.training import Sampling, extract, fit_head, windows_dataset
 
@@ -34,7 +36,7 @@ CLIP_FPS = 12.0
 CLIP_SIZE = (240, 320)
 CLIPS_PER_CLASS = 16  # per camera
 CLIP_FRAMES = 30  # 2.5 s: each training clip holds a few windows
-RULES = {"rules": [
+RULES: dict[str, list[dict[str, Any]]] = {"rules": [
     {"id": "person-fell", "title": "A person fell on the production floor", "severity": "critical",
      "when": {"action": "fall", "min_confidence": 0.6, "for_windows": 2}, "cooldown": "10s"},
     {"id": "waving-in-cleanroom", "title": "Arm waving near open product (shedding risk)", "severity": "minor",
@@ -68,7 +70,7 @@ def render_training_clips(root: Path, clips_per_class: int = CLIPS_PER_CLASS) ->
                 motion = look * 1000 + (synthetic.ACTIONS.index("fall") if action == "get_up" else a) * 100 + k
                 path = root / action / f"{action}_{cam}_c{k:02d}.mp4"
                 frames = synthetic.render_clip(action, CLIP_FRAMES, CLIP_SIZE, motion, fps=CLIP_FPS, look_seed=look)
-                synthetic.write_video(path, frames, CLIP_FPS)
+                write_video(path, frames, CLIP_FPS, keyframe_interval=round(CLIP_FPS))
                 paths.append(path)
     return paths
 
@@ -81,20 +83,20 @@ def train_demo_model(root: Path, out: Path, clips_per_class: int = CLIPS_PER_CLA
     labels = [actions.index(p.parent.name) for p in paths]
     spec = BackboneSpec(name="inception_v3", weights="none", input_size=INPUT_SIZE, seed=0)
     backbone = build_backbone(spec.name, spec.weights, spec.input_size, spec.seed)
-    features = extract(backbone, paths, Sampling(WINDOW.frames, WINDOW.sample_fps), cache=None)
+    features = [f for f in extract(backbone, paths, Sampling(WINDOW.frames, WINDOW.sample_fps), cache=None) if f is not None]
+    if len(features) != len(paths):
+        raise RuntimeError(f"{root / 'train'}: a rendered clip could not be read back")
     log.info(kv(event="demo_features", clips=len(paths), seconds=round(time.monotonic() - start, 1)))
     held_out = np.array([p.stem.endswith("_c00") for p in paths])
-    split = lambda mask: windows_dataset([f for f, m in zip(features, mask) if m],
-                                         [y for y, m in zip(labels, mask) if m], WINDOW.frames, WINDOW.stride)
+    split = lambda mask: windows_dataset([f for f, m in zip(features, mask, strict=True) if m],
+                                         [y for y, m in zip(labels, mask, strict=True) if m], WINDOW.frames, WINDOW.stride)
     (x, y), (x_test, y_test) = split(~held_out), split(held_out)
     model, _ = fit_head(x, y, len(actions), x_val=x_test, y_val=y_test)
     accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
     manifest = ModelManifest(name="demo-actions", backbone=spec, window=WINDOW, labels=actions,
                              groups={"person_down": ["fall"]}, head=HeadSpec(kind="gru"),
                              evaluation={"held_out_window_accuracy": round(accuracy, 4), "windows": len(y_test)})
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / manifest.head.file)
-    write_manifest(out, manifest)
+    write_bundle(out, manifest, model)
     log.info(kv(event="demo_model_trained", accuracy=round(accuracy, 3), seconds=round(time.monotonic() - start, 1)))
     return accuracy
 
@@ -108,7 +110,8 @@ def build_demo_site(root: Path, metrics_port: int = 9108, clips_per_class: int =
     cameras = []
     for cam, (zone, segments, seed) in SCENES.items():
         clip = root / "clips" / f"{cam}.mp4"
-        synthetic.write_video(clip, synthetic.render_scene(segments, CLIP_FPS, CLIP_SIZE, seed), CLIP_FPS)
+        write_video(clip, synthetic.render_scene(segments, CLIP_FPS, CLIP_SIZE, seed), CLIP_FPS,
+                    keyframe_interval=round(CLIP_FPS))
         cameras.append({"id": cam, "url": f"clips/{cam}.mp4", "zone": zone, "loop": True})
     site = {"site": "demo-plant", "model": "models/demo-actions", "rules": ["rules/demo.yaml"],
             "storage": {"url": "sqlite:///violations.db", "evidence_dir": "evidence"},

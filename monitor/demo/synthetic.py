@@ -15,15 +15,15 @@ of the two classes are identically distributed, so only temporal order separates
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from monitor.evidence.media import write_video
 
 ACTIONS: tuple[str, ...] = ("idle", "wave", "walk", "fall", "get_up")
 DEFAULT_FPS = 15.0
@@ -96,7 +96,7 @@ def _contrasting(rng: np.random.Generator, sample: Callable[[], np.ndarray], aga
     for _ in range(40):
         c = np.clip(sample(), 0, 255)
         if all(np.linalg.norm(c - a) >= min_dist for a in against):
-            return tuple(int(v) for v in c)
+            return int(c[0]), int(c[1]), int(c[2])
     # Rare fallback: black or white, whichever is farther from the backdrop.
     mean = np.mean(against, axis=0).mean()
     return (20, 20, 20) if mean > 128 else (235, 235, 235)
@@ -244,7 +244,7 @@ def _fall_direction(x: float, look: _Look, rng: np.random.Generator) -> int:
     """A random side with room to lie down, else the roomier side."""
     room = {1: look.background.shape[1] - x, -1: x}
     fits = [d for d in (1, -1) if room[d] >= _REACH * look.height + 0.1 * look.height]
-    return int(rng.choice(fits)) if fits else max(room, key=room.get)
+    return int(rng.choice(fits)) if fits else max(room, key=lambda d: room[d])
 
 
 def _fall(n: int, base: np.ndarray, direction: int, rng: np.random.Generator) -> np.ndarray:
@@ -307,7 +307,7 @@ def _draw(img: np.ndarray, pose: np.ndarray, look: _Look) -> None:
     t, k = look.thickness, 1 << _SHIFT
 
     def fp(p: np.ndarray) -> tuple[int, int]:
-        return int(round(p[0] * k)), int(round(p[1] * k))
+        return int(np.rint(p[0] * k)), int(np.rint(p[1] * k))  # numpy < 2: round() of a float64 is a float64
 
     def line(a: str, b: str, colour: tuple[int, int, int]) -> None:
         cv2.line(img, fp(j[a]), fp(j[b]), colour, t, cv2.LINE_AA, _SHIFT)
@@ -317,7 +317,7 @@ def _draw(img: np.ndarray, pose: np.ndarray, look: _Look) -> None:
     line("hip", "neck", look.shirt)
     for a, b in (("sho", "lelb"), ("lelb", "lhand"), ("sho", "relb"), ("relb", "rhand")):
         line(a, b, look.shirt)
-    cv2.circle(img, fp(j["head"]), int(round(r * k)), look.skin, -1, cv2.LINE_AA, _SHIFT)
+    cv2.circle(img, fp(j["head"]), int(np.rint(r * k)), look.skin, -1, cv2.LINE_AA, _SHIFT)
 
 
 def _render_poses(poses: np.ndarray, look: _Look, rng: np.random.Generator) -> np.ndarray:
@@ -473,43 +473,6 @@ def render_scene(
     return _render_poses(np.concatenate(parts), look, rng)
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
-    """Write uint8 RGB frames [N, H, W, 3] as H.264 MP4 (yuv420p, CRF 23, veryfast).
-
-    A keyframe every ~1 s keeps seeking and looping cheap. yuv420p needs even sizes, so an
-    odd last row/column is dropped. The file is written beside `path` then renamed, so a
-    reader never sees half a video. Parent directories are created.
-    """
-    import av  # imported here: only writers need it, and it is slow to import
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(f"frames must be a non-empty uint8 array [N, H, W, 3], got {frames.dtype} {frames.shape}")
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    if h == 0 or w == 0:
-        raise ValueError(f"frames of {frames.shape[1]}x{frames.shape[2]} are too small to encode")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    rate = Fraction(fps).limit_denominator(1001)
-    try:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            gop = max(1, round(fps))
-            stream.codec_context.gop_size = gop
-            stream.codec_context.options = {"crf": "23", "preset": "veryfast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
-            for frame in frames:
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
-                container.mux(stream.encode(vf))
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
@@ -545,6 +508,6 @@ def make_dataset(
             g, c = i // clips_per_group + 1, i % clips_per_group + 1
             frames = render_clip(action, n_frames, size, _seed(seed, g, c, key), fps=fps, look_seed=_seed(seed, g))
             path = root / action / f"{action}_g{g:02d}_c{c:02d}.mp4"
-            write_video(path, frames, fps)
+            write_video(path, frames, fps, keyframe_interval=max(1, round(fps)))
             paths.append(path)
     return paths

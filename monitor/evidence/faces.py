@@ -37,7 +37,7 @@ def detect_faces(detector: cv2.CascadeClassifier, rgb: np.ndarray) -> list[tuple
     """Face boxes (x, y, w, h) in an RGB frame; frontal faces of at least the cascade's 24x24 window only."""
     gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))  # as OpenCV's own face sample: evens out lighting
     boxes = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5)
-    return [tuple(int(v) for v in box) for box in boxes]
+    return [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
 
 
 def blur_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], grow: float = 0.25) -> np.ndarray:
@@ -46,7 +46,7 @@ def blur_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], grow: fl
     The box is shrunk to 4x4 colours (nothing of the face survives: unlike a plain Gaussian blur it
     cannot be deconvolved) and smoothly scaled back, so no blocky edges draw the eye.
     """
-    out = rgb.copy()
+    out: np.ndarray = rgb.copy()
     height, width = rgb.shape[:2]
     for x, y, w, h in boxes:
         x0, y0 = max(0, int(x - grow * w)), max(0, int(y - grow * h))

@@ -8,7 +8,7 @@ wall-clock deadline passes: a camera may go down) ONE writer thread writes
     <directory>/<camera>/<YYYY-MM-DD (UTC)>/<episode_id>.mp4   frames from opened - pre_roll to opened + post_roll
     <directory>/<camera>/<YYYY-MM-DD (UTC)>/<episode_id>.jpg   the frame nearest the opening
 
-atomically (temp file in the same directory, fsync, `os.replace`, fsync of the directory), hashes
+each whole or not at all (`fileio.atomic_output`: a crash never leaves half a clip), hashes
 both (SHA-256) and reports an `Evidence` record to `on_written`. The same thread also refreshes
 
     <directory>/<camera>/latest.jpg                              the newest reduced frame, every `latest_every` s
@@ -24,23 +24,23 @@ a frame, 21.8 MB per camera; 480x360 (4:3) is 29 MB. An episode being written ho
 most `(pre_roll + post_roll) * fps + 1` of those frames (shared, not copied) until its clip is written.
 
 >>> import tempfile
->>> rec = EvidenceRecorder(Path(tempfile.mkdtemp()), pre_roll=1, post_roll=1,
-...                        on_written=lambda e: print(e.clip.parent.name, e.clip.name, e.frames))
+>>> written = []  # the writer thread may write the clip before close(), as soon as the post-roll is in
+>>> rec = EvidenceRecorder(Path(tempfile.mkdtemp()), pre_roll=1, post_roll=1, on_written=written.append)
 >>> rec.start()
 >>> for i in range(20):  # 4 s of 768x432 frames at 5 fps
 ...     rec.add_frame("cam-1", 1_700_000_000 + i / 5, np.zeros((432, 768, 3), np.uint8))
 ...     if i == 5:
 ...         rec.episode_opened("ep-1", "cam-1", 1_700_000_001.0)
 >>> rec.close(timeout=30)
-2023-11-14 ep-1.mp4 11
 True
+>>> [(e.clip.parent.name, e.clip.name, e.frames) for e in written]
+[('2023-11-14', 'ep-1.mp4', 11)]
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import queue
 import re
 import threading
@@ -50,13 +50,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from monitor.evidence.faces import blur_faces_in, load_face_detector
-from monitor.evidence.media import encode_jpeg, write_clip
-from monitor.fileio import fsync_path, sha256_file
+from monitor.evidence.media import encode_jpeg, write_video
+from monitor.fileio import atomic_write, sha256_file
 from monitor.model.frames import reduced_size
 from monitor.model.zones import Zone, draw_zones
 from monitor.ops.lifecycle import Worker
@@ -84,7 +85,7 @@ class Evidence:
     end_ts: float
     frames: int
 
-    def as_record(self, root: Path | None = None) -> dict:
+    def as_record(self, root: Path | None = None) -> dict[str, Any]:
         """The JSON the audit trail stores (`monitor.ledger.verify_evidence` reads it); paths relative to `root`."""
         def rel(p: Path) -> str:
             return str(p.relative_to(root)) if root is not None else str(p)
@@ -260,16 +261,11 @@ class EvidenceRecorder(Worker):
         with self._lock:
             latest, self._latest = self._latest, {}
         for camera, frame in latest.items():
-            folder = self.directory / camera
-            path, tmp = folder / "latest.jpg", folder / f".latest.jpg.{os.getpid()}.tmp"
             try:
-                folder.mkdir(parents=True, exist_ok=True)
                 rgb = frame[1] if self._faces is None else blur_faces_in(self._faces, [frame])[0][1]
-                tmp.write_bytes(encode_jpeg(rgb, quality=80))
-                os.replace(tmp, path)
+                atomic_write(self.directory / camera / "latest.jpg", encode_jpeg(rgb, quality=80), durable=False)
             except (OSError, RuntimeError) as exc:  # a full disk costs the live view, nothing else
                 log.warning(kv(event="latest_frame_failed", camera=camera, error=exc))
-                tmp.unlink(missing_ok=True)
 
     def run(self) -> None:
         while True:
@@ -314,26 +310,15 @@ class EvidenceRecorder(Worker):
             frames = [(ts, draw_zones(rgb, zones, job.zone)) for ts, rgb in frames]
         day = datetime.fromtimestamp(job.opened_ts, timezone.utc).strftime("%Y-%m-%d")
         folder = self.directory / job.camera / day
-        folder.mkdir(parents=True, exist_ok=True)
         clip, snapshot = folder / f"{job.episode_id}.mp4", folder / f"{job.episode_id}.jpg"
-        # hidden temp names in the same directory: os.replace is atomic only within one file system
-        tmp_clip, tmp_snap = (folder / f".{p.name}.{os.getpid()}.tmp" for p in (clip, snapshot))
         nearest = min(frames, key=lambda f: abs(f[0] - job.opened_ts))
         start_iso = datetime.fromtimestamp(frames[0][0], timezone.utc).isoformat(timespec="milliseconds")
-        try:
-            write_clip(tmp_clip, frames, self.fps, {"creation_time": start_iso.replace("+00:00", "Z"),
-                                          "comment": f"episode={job.episode_id} camera={job.camera}"})
-            fsync_path(tmp_clip)
-            with open(tmp_snap, "wb") as f:
-                f.write(encode_jpeg(nearest[1]))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_clip, clip)
-            os.replace(tmp_snap, snapshot)
-            fsync_path(folder)  # the renames themselves survive a power cut
-        finally:
-            for tmp in (tmp_clip, tmp_snap):
-                tmp.unlink(missing_ok=True)
+        # One encoder thread: a clip is ~50 small frames, and x264's threads cost ~25% more CPU (taken
+        # from inference) for no gain in wall time here (measured 0.10 vs 0.13 s CPU per 480x270 clip).
+        write_video(clip, [rgb for _, rgb in frames], self.fps, times=[ts for ts, _ in frames], threads=1,
+                    metadata={"creation_time": start_iso.replace("+00:00", "Z"),
+                              "comment": f"episode={job.episode_id} camera={job.camera}"})
+        atomic_write(snapshot, encode_jpeg(nearest[1]))
         evidence = Evidence(job.episode_id, job.camera, clip, sha256_file(clip), snapshot, sha256_file(snapshot),
                             frames[0][0], frames[-1][0], len(frames))
         log.debug(kv(event="evidence_encoded", episode=job.episode_id, frames=len(frames),

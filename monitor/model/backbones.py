@@ -1,19 +1,22 @@
 """Frame backbones: uint8 RGB frames [N, H, W, 3] -> float32 embeddings [N, D].
 
 One builder per backbone with the same signature, each with its own preprocessing next to
-it (as Keras applications do). Keras backbones run as one compiled `tf.function` with a
+it (as Keras applications do), registered by name in BACKBONES (as mmaction2's registries do):
+adding a backbone is one decorated function here. Keras backbones run as one compiled `tf.function` with a
 batch-agnostic input signature: eager Keras calls cost ~200 ms each and a fixed signature
 never retraces. TensorFlow places them on a GPU when there is one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +25,6 @@ from monitor.ops.logs import kv
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger(__name__)
-
-KERAS_BACKBONES = {"inception_v3": 75, "mobilenet_v2": 32, "resnet50": 32, "vgg16": 32}  # name -> smallest input side
-# raw: the resized pixels themselves, for heads that learn from frames end to end (conv3d)
-BACKBONES = (*KERAS_BACKBONES, "tflite", "raw")
 
 
 @dataclass(frozen=True)
@@ -36,41 +35,94 @@ class Backbone:
     embed: Callable[[np.ndarray], np.ndarray]
 
 
+Builder = Callable[[str, tuple[int, int], int, str], Backbone]  # (weights, input size, seed, where) -> Backbone
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registered backbone: its builder and what the rest of the code needs to know about it."""
+
+    name: str
+    build: Builder
+    default_size: tuple[int, int]  # (height, width) when a bundle gives none
+    min_side: int = 1  # the smallest input side the network accepts
+    needs_weights_file: bool = False  # weights: PATH only (no imagenet, no random init)
+    size_from_model: bool = False  # the model file fixes the input size (input_size is not used)
+
+
+BACKBONES: dict[str, BackboneEntry] = {}
+
+
+def register_backbone(name: str, default_size: tuple[int, int], *, min_side: int = 1,
+                      needs_weights_file: bool = False, size_from_model: bool = False) -> Callable[[Builder], Builder]:
+    """Register a builder `(weights, input_size, seed, where) -> Backbone` under `name`: adding a backbone is
+    one decorated function here; bundles, `train --backbone`, its help and the config schema read this registry."""
+    def register(build: Builder) -> Builder:
+        BACKBONES[name] = BackboneEntry(name, build, default_size, min_side, needs_weights_file, size_from_model)
+        return build
+    return register
+
+
+def backbone_choices() -> str:
+    """The registered names as `--backbone` takes them (a backbone that needs a file as NAME:PATH)."""
+    return " | ".join(f"{name}:PATH" if entry.needs_weights_file else name for name, entry in BACKBONES.items())
+
+
 def build_backbone(name: str, weights: str, input_size: tuple[int, int] | None = None, seed: int = 0,
                    where: str = "backbone") -> Backbone:
-    """Build a backbone. `weights`: 'imagenet', 'none' (seeded random init: tests and demos) or a file path.
+    """Build a registered backbone. `weights`: 'imagenet', 'none' (seeded random init: tests and demos) or a file path.
 
     >>> bb = build_backbone("inception_v3", "none", (75, 75))
     >>> bb.embed(np.zeros((2, 75, 75, 3), np.uint8)).shape
     (2, 2048)
     """
-    if name == "tflite":
-        return _tflite(Path(weights), where)
-    if name == "raw":
-        return _raw(input_size or (64, 64))
-    if name not in KERAS_BACKBONES:
+    entry = BACKBONES.get(name)
+    if entry is None:
         raise UserError(f"{where}.name: unknown backbone '{name}' (expected one of {', '.join(BACKBONES)})")
-    size = input_size or ((299, 299) if name == "inception_v3" else (224, 224))
-    if min(size) < KERAS_BACKBONES[name]:
-        raise UserError(f"{where}.input_size: {name} needs at least {KERAS_BACKBONES[name]}x{KERAS_BACKBONES[name]}, got {size[0]}x{size[1]}")
-    return _keras(name, weights, size, seed, where)
+    size = input_size or entry.default_size
+    if min(size) < entry.min_side:
+        raise UserError(f"{where}.input_size: {name} needs at least {entry.min_side}x{entry.min_side}, got {size[0]}x{size[1]}")
+    return entry.build(weights, size, seed, where)
 
 
-def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+# -- Keras applications: one function each, with its own preprocessing ---------------------------
+
+@register_backbone("inception_v3", (299, 299), min_side=75)
+def inception_v3(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+    from keras.applications import inception_v3 as app
+
+    return _keras("inception_v3", app.InceptionV3, app.preprocess_input, weights, size, seed, where)
+
+
+@register_backbone("mobilenet_v2", (224, 224), min_side=32)
+def mobilenet_v2(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+    from keras.applications import mobilenet_v2 as app
+
+    return _keras("mobilenet_v2", app.MobileNetV2, app.preprocess_input, weights, size, seed, where)
+
+
+@register_backbone("resnet50", (224, 224), min_side=32)
+def resnet50(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+    from keras.applications import resnet50 as app
+
+    return _keras("resnet50", app.ResNet50, app.preprocess_input, weights, size, seed, where)
+
+
+@register_backbone("vgg16", (224, 224), min_side=32)
+def vgg16(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+    from keras.applications import vgg16 as app
+
+    return _keras("vgg16", app.VGG16, app.preprocess_input, weights, size, seed, where)
+
+
+def _keras(name: str, app: Callable[..., Any], preprocess: Callable[[Any], Any], weights: str, size: tuple[int, int], seed: int,
+           where: str) -> Backbone:
     import keras
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialized by an earlier model in this process
             tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU instead of grabbing all of it
-        except RuntimeError:
-            pass  # already initialized by an earlier model in this process
-    app, preprocess = {
-        "inception_v3": (keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input),
-        "mobilenet_v2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input),
-        "resnet50": (keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
-        "vgg16": (keras.applications.VGG16, keras.applications.vgg16.preprocess_input),
-    }[name]
     shape = (*size, 3)
     if weights == "none":
         keras.utils.set_random_seed(seed)  # the same random backbone in training and at run time
@@ -96,12 +148,12 @@ def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str
         if error:
             raise UserError(f"{where}.weights: {path} is not {name} weights: {error.splitlines()[0]}")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8)], jit_compile=False)
-    def embed_graph(frames):
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8)], jit_compile=False)  # type: ignore[untyped-decorator]
+    def embed_graph(frames: tf.Tensor) -> tf.Tensor:
         return model(preprocess(tf.cast(frames, tf.float32)), training=False)
 
     def embed(frames: np.ndarray) -> np.ndarray:
-        return embed_graph(frames).numpy()
+        return np.asarray(embed_graph(frames).numpy())
 
     devices = [d.device_type for d in tf.config.list_logical_devices()]
     log.info(kv(event="backbone_built", backbone=name, weights=_shown(weights), input=f"{size[0]}x{size[1]}",
@@ -109,8 +161,12 @@ def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str
     return Backbone(name, size, int(model.output_shape[-1]), embed)
 
 
-def _raw(size: tuple[int, int]) -> Backbone:
-    """Pixels scaled to [0, 1] and flattened: [N, H*W*3]. The head reshapes them back to frames."""
+# -- the others ----------------------------------------------------------------------------------
+
+@register_backbone("raw", (64, 64))
+def raw(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+    """Pixels scaled to [0, 1] and flattened: [N, H*W*3], for heads that learn from frames end to end
+    (conv3d reshapes them back to frames)."""
     dim = size[0] * size[1] * 3
 
     def embed(frames: np.ndarray) -> np.ndarray:
@@ -123,7 +179,7 @@ def _shown(weights: str) -> str:
     return weights if weights in ("none", "imagenet") else Path(weights).name
 
 
-def _interpreter(path: Path):
+def _interpreter(path: Path) -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # older installs: TensorFlow's own (deprecated) copy
@@ -131,12 +187,14 @@ def _interpreter(path: Path):
     return Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
 
 
-def _tflite(path: Path, where: str) -> Backbone:
+@register_backbone("tflite", (224, 224), needs_weights_file=True, size_from_model=True)
+def tflite(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
     """Any TFLite feature extractor: input size and dtype are read from the model, output dequantized.
 
     Such models have a fixed batch of 1, so frames are run one by one (on CPU the batch
     barely changes TFLite's throughput).
     """
+    path = Path(weights)
     if not path.is_file():
         raise UserError(f"{where}.weights: file not found: {path}")
     try:

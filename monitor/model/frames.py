@@ -27,8 +27,10 @@ class FrameSampler:
         if self.next is not None and t < self.next - 1e-6:
             return False
         # Keep a regular grid, but do not try to catch up after a gap (reconnect, loop).
-        on_grid = self.next is not None and t - self.next < self.period
-        self.next = (self.next + self.period) if on_grid else (t + self.period)
+        if self.next is not None and t - self.next < self.period:
+            self.next += self.period
+        else:
+            self.next = t + self.period
         return True
 
 
@@ -68,7 +70,7 @@ def set_decode_threads(stream: av.video.stream.VideoStream, threads: int) -> Non
         stream.codec_context.thread_count = threads
 
 
-def open_options(location: str) -> dict:
+def open_options(location: str) -> dict[str, str]:
     if location.lower().startswith(("rtsp://", "rtsps://")):
         # Measured: these open in ~0.1 s instead of 1.2 s of probing and a burst of stale frames.
         return {"rtsp_transport": "tcp", "probesize": "32", "analyzeduration": "0"}

@@ -86,7 +86,7 @@ def build_notifier(site: Site, metrics: Metrics, rules: RuleSet, camera_zones: d
             else:
                 (metrics.notify_sent if what == "sent" else metrics.notify_failed).labels(target).inc(n)
 
-        backoff = Backoff(cfg.retry_initial_seconds, cfg.retry_max_seconds, rng=random.Random(hash(target)))
+        backoff = Backoff(cfg.retry_initial_seconds, cfg.retry_max_seconds, rng=random.Random(hash(target)))  # nosec B311  # retry jitter
         return _queue(path, target, site.path), backoff, counted
 
     outboxes: dict[str, Outbox] = {}

@@ -69,7 +69,7 @@ class Metrics:
         self.notify_pending = Gauge("har_monitor_notifications_pending", "Notifications waiting in the durable outbox", target, registry=r)
         self.rule_info = RuleInfo()
         r.register(self.rule_info)
-        self._server = None
+        self._server: ThreadingHTTPServer | None = None
 
     def init_cameras(self, cameras: list[str]) -> None:
         for c in cameras:
@@ -117,9 +117,9 @@ class Metrics:
         """
         exposed = self.registry if shard is None else _with_label(self.registry, "shard", shard)
         handler = type("Handler", (_Handler,), {"exposed": exposed, "health": staticmethod(health or (dict))})
-        self._server = _Server((host, port), handler)
-        threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True).start()
-        return self._server.server_port
+        server = self._server = _Server((host, port), handler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        return server.server_port
 
     def close(self) -> None:
         if self._server is not None:

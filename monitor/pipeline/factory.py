@@ -105,8 +105,8 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
                          on_drop=lambda cam: metrics.frames_dropped.labels(cam).inc())
     settings = [source_settings(site, c, bundle, backbone.input_size) for c in cameras]
     max_gap = 3.0 * max((1.0 / s.sample_fps for s in settings), default=1.0) + 1.0
-    build = dict(site=cfg.site, model=bundle.hash, rules=checked.rules.hash, config=site.hash[:16],
-                 host=socket.gethostname())
+    build = {"site": cfg.site, "model": bundle.hash, "rules": checked.rules.hash, "config": site.hash[:16],
+             "host": socket.gethostname()}
 
     def rules_swapped(ruleset: RuleSet) -> None:
         metrics.init_rules(names, ruleset.severities())

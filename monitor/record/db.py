@@ -16,7 +16,7 @@ SUPPORTED = ("sqlite", "postgresql")
 T = TypeVar("T")
 
 
-class SchemaOutdated(Exception):
+class SchemaOutdated(Exception):  # noqa: N818 (a state, like FileNotFoundError's siblings; callers catch it by name)
     """The database is not at the schema this version needs (run `har-monitor db upgrade`)."""
 
 

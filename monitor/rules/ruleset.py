@@ -105,8 +105,8 @@ def check_rules(paths: list[Path], labels: list[str] | None,
     if targets is not None:
         found.errors += _unknown_targets(placed, targets)
     found.warnings += [w for p in placed for w in _warnings(p)]
-    rules = tuple(p.rule for p in placed if p.rule.enabled)
-    found.ruleset = RuleSet(rules, actions, digest.hexdigest()[:16], "\n".join(texts))
+    enabled = tuple(p.rule for p in placed if p.rule.enabled)
+    found.ruleset = RuleSet(enabled, actions, digest.hexdigest()[:16], "\n".join(texts))
     return found
 
 

@@ -1,21 +1,20 @@
 """Rule unit tests in YAML, run by `har-monitor rules test`: predictions in, expected episodes out.
 
 ```yaml
-rules: [../gmp-conduct.yaml]               # the rule files under test, relative to this file
-labels: [idle, walking, smoking, eating]   # the model's labels (a probability not given is 0)
-groups: {}                                 # the model's groups, if any
+rules: [../gmp-conduct.yaml]
+labels: [idle, walking, smoking, eating]
 tests:
   - name: smoking flickering around the threshold is one episode
     camera: {id: line-1, zone: gmp-packing}
-    start: 2024-05-06T10:00:00+02:00       # with its UTC offset
-    predictions:                           # window end times, as offsets from start
-      - {at: 0s, until: 1m, every: 1s, probs: {idle: 0.9}}   # one window a second for a minute
+    start: 2024-05-06T10:00:00+02:00
+    predictions:
+      - {at: 0s, until: 1m, every: 1s, probs: {idle: 0.9}}
       - {at: 1m, probs: {smoking: 0.85}}
-    expect:                                # every episode of every rule, and nothing else
-      - {rule: no-smoking, opened: 1m, closed: 1m5s}         # closed: open = still open at the end
+    expect:
+      - {rule: no-smoking, opened: 1m, closed: 1m5s}
 ```
 Each test runs a fresh RuleEngine on its own camera; the episodes it produced are compared with
-`expect` (times to the millisecond) and a difference fails the test.
+`expect` and a difference fails the test. What each key means is its `description` below.
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ from pathlib import Path
 from typing import Annotated
 
 import pydantic
-from pydantic import AwareDatetime, BeforeValidator, Field, model_validator
+from pydantic import AwareDatetime, BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
 
-from monitor.durations import Duration, PositiveDuration, format_duration, parse_duration
+from monitor.durations import Duration, PositiveDuration, format_duration
 from monitor.errors import UserError
 from monitor.messages import Prediction
 from monitor.rules.engine import RuleEngine
@@ -43,20 +42,21 @@ from monitor.yamlfile import StrictModel, located, parse_yaml, read_text, valida
 MAX_WINDOWS = 1_000_000  # per test: 11 days at one window a second, a few seconds to run
 
 
-def _closed(value: object) -> float | None:
-    return None if value == "open" else parse_duration(value)  # type: ignore[arg-type]
-
-
 class CameraSpec(StrictModel):
-    id: str = Field(min_length=1)
-    zone: str | None = None
+    """The camera the predictions come from."""
+
+    id: str = Field(min_length=1, description="Its id, for the rules' `applies_to.cameras`.")
+    zone: str | None = Field(default=None, description="Its zone, for the rules' `applies_to.zones`.")
 
 
 class PredictionSpec(StrictModel):
-    at: Duration
-    until: Duration | None = None  # repeat every `every` from `at` up to (not including) `until`
-    every: PositiveDuration | None = None
-    probs: dict[str, Annotated[float, Field(ge=0, le=1)]]
+    """One window's probabilities, or the same every `every` from `at` to `until`."""
+
+    at: Duration = Field(description="The window's end time, from the test's start.")
+    until: Duration | None = Field(default=None, description="Repeat every `every` from `at` up to (not including) this.")
+    every: PositiveDuration | None = Field(default=None, description="The spacing of the repeated windows.")
+    probs: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(description="Probability by label (a label not "
+                                                                  "given is 0).")
 
     @model_validator(mode="after")
     def _repeat(self) -> PredictionSpec:
@@ -80,25 +80,38 @@ class PredictionSpec(StrictModel):
         return (self.at + k * self.every for k in range(int(self.count())))
 
 
+def _closed(value: object) -> object:
+    return None if value == "open" else value
+
+
 class ExpectedEpisode(StrictModel):
-    rule: str
-    opened: Duration
-    closed: Annotated[float | None, BeforeValidator(_closed)]  # `open`: still open at the end
+    """An episode the rules must produce."""
+
+    rule: str = Field(description="The rule's id.")
+    opened: Duration = Field(description="When it opened, from the test's start.")
+    closed: Annotated[Duration | None, BeforeValidator(_closed),
+                      WithJsonSchema({"anyOf": [TypeAdapter(Duration).json_schema(), {"const": "open"}]})] = Field(
+        description="When it closed, from the test's start, or `open`: still open at the end.")
 
 
 class RuleTestCase(StrictModel):
-    name: str = Field(min_length=1)
-    camera: CameraSpec
-    start: AwareDatetime
-    predictions: list[PredictionSpec] = Field(min_length=1)
-    expect: list[ExpectedEpisode]
+    """One test: predictions in, every expected episode out."""
+
+    name: str = Field(min_length=1, description="Shown in the report.")
+    camera: CameraSpec = Field(description=CameraSpec.__doc__)
+    start: AwareDatetime = Field(description="The time of offset 0, with its UTC offset (e.g. 2024-05-06T10:00:00+02:00).")
+    predictions: list[PredictionSpec] = Field(min_length=1, description="The classifier's windows, in any order.")
+    expect: list[ExpectedEpisode] = Field(description="Every episode of every rule, and nothing else (times to the "
+                                          "millisecond).")
 
 
 class RuleTestFile(StrictModel):
-    rules: list[str] = Field(min_length=1)
-    labels: list[str] = Field(min_length=1)
-    groups: dict[str, list[str]] = Field(default_factory=dict)
-    tests: list[RuleTestCase] = Field(min_length=1)
+    """A rule test file, run by `har-monitor rules test`."""
+
+    rules: list[str] = Field(min_length=1, description="The rule files under test, relative to this file.")
+    labels: list[str] = Field(min_length=1, description="The model's labels.")
+    groups: dict[str, list[str]] = Field(default_factory=dict, description="The model's groups, if any.")
+    tests: list[RuleTestCase] = Field(min_length=1, description="The test cases.")
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,7 @@ def load_tests(path: Path) -> LoadedTests:
     ruleset = load_rules([path.parent / r for r in spec.rules], spec.labels, spec.groups)
     problems = []
     rule_ids = {r.id for r in ruleset.rules}
+    at: tuple[str | int, ...]
     for i, case in enumerate(spec.tests):
         problems += _too_many_windows(path, marks, i, case)
         for j, pred in enumerate(case.predictions):
@@ -159,7 +173,7 @@ def load_tests(path: Path) -> LoadedTests:
     return LoadedTests(path, spec, ruleset)
 
 
-def _too_many_windows(path: Path, marks: dict, i: int, case: RuleTestCase) -> list[str]:
+def _too_many_windows(path: Path, marks: dict[tuple[str | int, ...], tuple[int, int]], i: int, case: RuleTestCase) -> list[str]:
     """A test generates its windows one by one: refuse one that would run for days (or exhaust memory)."""
     total = 0.0
     for j, pred in enumerate(case.predictions):
@@ -199,7 +213,7 @@ def _ms(seconds: float) -> float:
     return round(seconds, 3)
 
 
-def _order(e: Episode) -> tuple:
+def _order(e: Episode) -> tuple[float, str, float]:
     return e.opened, e.rule, math.inf if e.closed is None else e.closed
 
 

@@ -18,12 +18,12 @@ from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 
 from monitor.yamlfile import StrictModel
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -40,13 +40,21 @@ def _seconds_of_day(text: str) -> int:
     return int(hours) * 3600 + int(minutes) * 60
 
 
-TimeOfDay = Annotated[str, BeforeValidator(_time_of_day)]
+_TIME_SCHEMA = {"type": "string", "pattern": _TIME.pattern}
+_RANGE_SCHEMA = {"type": "array", "prefixItems": [_TIME_SCHEMA, _TIME_SCHEMA], "minItems": 2, "maxItems": 2}
+TimeOfDay = Annotated[str, BeforeValidator(_time_of_day), WithJsonSchema(_TIME_SCHEMA)]
+TimeRanges = Annotated[list[tuple[TimeOfDay, TimeOfDay]] | None,  # one pair, or a list of pairs: see _ranges_list
+                       WithJsonSchema({"anyOf": [_RANGE_SCHEMA, {"type": "array", "items": _RANGE_SCHEMA}, {"type": "null"}]})]
 
 
 class Schedule(StrictModel):
-    days: list[Day] = Field(default_factory=lambda: list(DAYS))
-    between: list[tuple[TimeOfDay, TimeOfDay]] | None = None  # None: all day
-    tz: str = "UTC"
+    """When a rule is active: days of the week and local time ranges."""
+
+    days: list[Day] = Field(default_factory=lambda: list(DAYS), description="Days the rule is active (default: every day).")
+    between: TimeRanges = Field(default=None, description=(
+        'Time ranges `["HH:MM", "HH:MM"]` (quoted), one pair or a list of pairs (default: all day). A range whose '
+        "end is not after its start runs overnight and belongs to the day it starts on."))
+    tz: str = Field(default="UTC", description="The IANA time zone of the times, e.g. Europe/Copenhagen.")
 
     @field_validator("days")
     @classmethod

@@ -1,31 +1,20 @@
 """The rule language: one pydantic model per rule kind, unknown keys refused.
 
 ```yaml
-groups: {ppe_breach: [no_gloves, no_gown]}     # optional: action groups rules may name
+groups: {ppe_breach: [no_gloves, no_gown]}
 rules:
-  - id: no-smoking                             # unique across all the rule files of a site
-    kind: forbidden                            # the default kind; `when: {action, min_confidence,
-                                               # for_windows}` is a short form of those three fields
-    title: Smoking on the GMP floor
-    severity: critical                         # info | minor | major | critical
-    applies_to: {cameras: ["line-*"], zones: ["gmp-*"]}
-    schedule: {days: [mon, tue, wed, thu, fri], between: ["06:00", "22:00"], tz: Europe/Copenhagen}
-    action: smoking
-    min_confidence: 0.8                        # a window shows an action at or above this
-    for_windows: 2                             # consecutive windows before the action counts as started
-    release_windows: 2                         # consecutive windows without it before it counts as stopped
-    cooldown: 10m                              # no new episode this soon after one closed
-    labels: {area: packing, sop: SOP-114}      # carried into the rows and metrics
-    notify: [mqtt, shift-leads]                # site.yaml's notify targets (default: by severity)
+  - {id: no-smoking, severity: critical, action: smoking, min_confidence: 0.8, for_windows: 2, cooldown: 10m,
+     applies_to: {zones: ["gmp-*"]}, schedule: {days: [mon, tue, wed, thu, fri], between: ["06:00", "22:00"]},
+     notify: [mqtt, shift-leads]}
   - {id: sanitize-before-entry, kind: sequence, require: sanitize_hands, before: enter_cleanroom, within: 60s}
   - {id: gowning-too-short, kind: duration, action: gowning, min: 30s}
-  - {id: station-unattended, kind: duration, action: station_unattended, max: 10m}
   - {id: line-clearance-hourly, kind: absence, action: line_clearance, every: 1h}
   - {id: station-b-unattended, kind: duration, action: nobody, max: 10m, applies_to: {zones: [station-b]},
      notify: [mqtt, shift-leads]}
 ```
 `nobody` is an action every model has: a gated zone's windows while no person is in it.
-Durations: see monitor/durations.py (`90s`, `10m`, `1h30m` ...).
+What each field means is its `description` below: the one place for that prose (`har-monitor config
+schema rules` and README's configuration reference are generated from it).
 """
 
 from __future__ import annotations
@@ -40,12 +29,16 @@ from monitor.rules.schedule import Schedule
 from monitor.yamlfile import StrictModel
 
 ActionName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MAX_WINDOWS = 10_000  # consecutive windows: hours at any sampling rate
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")]
 
 
 class AppliesTo(StrictModel):
-    cameras: list[str] = Field(default_factory=lambda: ["*"])  # globs over camera ids
-    zones: list[str] = Field(default_factory=lambda: ["*"])  # globs over zones ("*" also covers no zone)
+    """Which cameras a rule watches: both lists must match."""
+
+    cameras: list[str] = Field(default_factory=lambda: ["*"], description="Globs over camera ids.")
+    zones: list[str] = Field(default_factory=lambda: ["*"], description="Globs over camera zones "
+                             "(`*` also covers cameras without a zone).")
 
 
 class RuleConfig(StrictModel):
@@ -53,18 +46,25 @@ class RuleConfig(StrictModel):
 
     ACTION_FIELDS: ClassVar[tuple[str, ...]] = ()
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    kind: str
-    title: str = ""
-    severity: Literal["info", "minor", "major", "critical"] = "major"
-    enabled: bool = True
-    applies_to: AppliesTo = AppliesTo()
-    schedule: Schedule | None = None  # None: always active
-    min_confidence: float = Field(default=0.5, gt=0, le=1)
-    for_windows: int = Field(default=1, ge=1)
-    release_windows: int = Field(default=1, ge=1)
-    cooldown: Duration = 0.0
-    labels: dict[LabelKey, str] = Field(default_factory=dict)
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Unique across the rule files of a site "
+                    "(lower case, digits, `_`, `-`); recorded with every violation.")
+    kind: str = Field(default="forbidden", description="`forbidden`, `sequence`, `duration` or `absence`.")
+    title: str = Field(default="", max_length=200, description="A human title for reviewers.")
+    severity: Literal["info", "minor", "major", "critical"] = Field(default="major", description="The violation's severity.")
+    enabled: bool = Field(default=True, description="`false` keeps the rule in the file but does not run it.")
+    applies_to: AppliesTo = Field(default=AppliesTo(), description=AppliesTo.__doc__)
+    schedule: Schedule | None = Field(default=None, description="When the rule is active (default: always); an "
+                                      "episode also closes when its schedule ends.")
+    min_confidence: float = Field(default=0.5, gt=0, le=1, description="A window shows an action when its probability "
+                                  "(a group's: its labels' summed) is at or above this.")
+    for_windows: int = Field(default=1, ge=1, le=MAX_WINDOWS, description="Consecutive windows showing the action "
+                             "before it counts as started.")
+    release_windows: int = Field(default=1, ge=1, le=MAX_WINDOWS, description="Consecutive windows without it "
+                                 "before it counts as stopped.")
+    cooldown: Duration = Field(default=0.0, description="No new episode of this rule on a camera this soon after "
+                               "one closed.")
+    labels: dict[LabelKey, str] = Field(default_factory=dict, description="Free key: value pairs carried into the "
+                                        "violation rows and `har_monitor_rule_info`.")
     notify: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] | None = Field(
         default=None, description="Where its episodes are pushed: target names of site.yaml's `notify:` (`mqtt`, "
         "webhook names); `[]` for nowhere. Default: `notify.by_severity`.")
@@ -84,8 +84,8 @@ class ForbiddenRule(RuleConfig):
 
     ACTION_FIELDS: ClassVar[tuple[str, ...]] = ("action",)
     WHEN_FIELDS: ClassVar[frozenset[str]] = frozenset({"action", "min_confidence", "for_windows"})
-    kind: Literal["forbidden"] = "forbidden"
-    action: ActionName
+    kind: Literal["forbidden"] = Field(default="forbidden", description="The action must not happen.")
+    action: ActionName = Field(description="The label or group that must not be seen.")
 
     @model_validator(mode="before")
     @classmethod
@@ -106,10 +106,10 @@ class SequenceRule(RuleConfig):
     """`require` must be seen at most `within` before `before` starts."""
 
     ACTION_FIELDS: ClassVar[tuple[str, ...]] = ("require", "before")
-    kind: Literal["sequence"] = "sequence"
-    require: ActionName
-    before: ActionName
-    within: PositiveDuration
+    kind: Literal["sequence"] = Field(default="sequence", description="`require` must come before `before`.")
+    require: ActionName = Field(description="The action that must be seen first ...")
+    before: ActionName = Field(description="... before this one starts ...")
+    within: PositiveDuration = Field(description="... at most this long before it.")
 
     @model_validator(mode="after")
     def _two_actions(self) -> SequenceRule:
@@ -122,10 +122,12 @@ class DurationRule(RuleConfig):
     """`action` must last at least `min` and/or at most `max`."""
 
     ACTION_FIELDS: ClassVar[tuple[str, ...]] = ("action",)
-    kind: Literal["duration"] = "duration"
-    action: ActionName
-    min: PositiveDuration | None = None
-    max: PositiveDuration | None = None
+    kind: Literal["duration"] = Field(default="duration", description="The action must last between min and max.")
+    action: ActionName = Field(description="The action whose duration is checked.")
+    min: PositiveDuration | None = Field(default=None, description="It must last at least this long (violation "
+                                         "when it stops sooner).")
+    max: PositiveDuration | None = Field(default=None, description="It must last at most this long (violation "
+                                         "once it lasts longer).")
 
     @model_validator(mode="after")
     def _bounds(self) -> DurationRule:
@@ -141,9 +143,9 @@ class AbsenceRule(RuleConfig):
     """`action` must be seen at least once `every` while the rule is active."""
 
     ACTION_FIELDS: ClassVar[tuple[str, ...]] = ("action",)
-    kind: Literal["absence"] = "absence"
-    action: ActionName
-    every: PositiveDuration
+    kind: Literal["absence"] = Field(default="absence", description="The action must be seen regularly.")
+    action: ActionName = Field(description="The action that must be seen ...")
+    every: PositiveDuration = Field(description="... at least once this often while the rule is active.")
 
 
 KINDS: dict[str, type[RuleConfig]] = {"forbidden": ForbiddenRule, "sequence": SequenceRule,
@@ -158,11 +160,38 @@ def rule_class(data: Any) -> type[RuleConfig]:
     return KINDS[kind]
 
 
-def parse_rule(data: dict) -> RuleConfig:
+def parse_rule(data: dict[str, Any]) -> RuleConfig:
     """Validate one rule mapping as its kind (pydantic.ValidationError or ValueError when it is wrong)."""
     return rule_class(data).model_validate(data)
 
 
 class RuleFile(StrictModel):
-    groups: dict[ActionName, Annotated[list[ActionName], Field(min_length=1)]] = Field(default_factory=dict)
-    rules: list[Any] = Field(default_factory=list)  # each validated by parse_rule, to locate errors per rule
+    """A rule file: action groups and rules."""
+
+    groups: dict[ActionName, Annotated[list[ActionName], Field(min_length=1)]] = Field(
+        default_factory=dict, description="Names for sets of labels that rules may name as an action; a group's "
+        "confidence is its labels' summed.")
+    rules: list[Any] = Field(default_factory=list, description="The rules; each is validated by its `kind`.")
+
+
+def rule_file_json_schema() -> dict[str, Any]:
+    """JSON Schema of a rule file for editors: each rule is one of the kinds, chosen by `kind` (default forbidden)."""
+    schema = RuleFile.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    kinds = []
+    for kind, model in KINDS.items():
+        rule = model.model_json_schema()
+        defs.update(rule.pop("$defs", {}))
+        if kind == "forbidden":  # `when:` is a short form of three of its fields, so `action` may be in it
+            props = rule["properties"]
+            props["when"] = {"type": "object", "additionalProperties": False,
+                             "description": "Short form of " + ", ".join(sorted(ForbiddenRule.WHEN_FIELDS)) + ".",
+                             "properties": {f: props[f] for f in sorted(ForbiddenRule.WHEN_FIELDS)}}
+            rule["required"] = [r for r in rule.get("required", []) if r != "action"]
+            rule["anyOf"] = [{"required": ["action"]}, {"required": ["when"]}]
+        else:  # only a forbidden rule may leave out its kind
+            rule["required"] = [*rule.get("required", []), "kind"]
+        defs[model.__name__] = rule
+        kinds.append({"$ref": f"#/$defs/{model.__name__}"})
+    schema["properties"]["rules"]["items"] = {"oneOf": kinds}
+    return schema

@@ -80,4 +80,5 @@ def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
     problems += file_problems(site)
     if problems:
         raise UserError(problems)
+    assert bundle is not None and rules is not None  # else a problem was reported
     return CheckedSite(site, bundle, rules)

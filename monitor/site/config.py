@@ -1,7 +1,9 @@
 """The site configuration (site.yaml): one pydantic schema validated up front.
 
-Relative paths are resolved against the directory of site.yaml. Secrets come from the
-environment through `${VAR}` and are never logged: see `monitor.ops.logs.redact_url`.
+Each field's `description` is the one explanation of its key: README's configuration reference and
+`har-monitor config schema site` are generated from them. Relative paths are resolved against the
+directory of site.yaml. Secrets come from the environment through `${VAR}` and are never logged:
+see `monitor.ops.logs.redact_url`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from monitor.record.anchor import AnchorLog
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
+MAX_RETENTION_DAYS = 36525  # 100 years: GMP records are kept long, but a timedelta must stay in range
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Unit = Annotated[float, Field(ge=0, le=1)]
 
@@ -91,20 +94,28 @@ class PersonDetectorConfig(StrictModel):
 
 
 class CameraConfig(StrictModel):
-    id: CameraId
-    url: str = Field(min_length=1)
-    zone: str | None = None
-    enabled: bool = True
-    loop: bool = False  # files only: start again at the end
-    realtime: bool = True  # files only: play at the native frame rate, like a live camera
-    sample_fps: float | None = Field(default=None, gt=0, le=60)  # default: the model bundle's
-    queue_size: int = Field(default=16, ge=1, le=1024)
-    stall_seconds: float = Field(default=10.0, gt=0)  # no frame for this long = stalled
-    open_timeout_seconds: float = Field(default=10.0, gt=0)
-    # FFmpeg decoder threads. Default: 1 for live cameras and paced files (the least CPU per frame,
-    # and the cores are inference's), FFmpeg's choice for files read as fast as possible.
-    # 0 = FFmpeg's choice: for streams one core cannot decode in real time (4K H.265).
-    decode_threads: int | None = Field(default=None, ge=0, le=16)
+    """One camera: a network stream or a video file."""
+
+    id: CameraId = Field(description="Unique name of the camera (letters, digits, `.`, `_`, `-`; up to 64): "
+                                     "the `camera` label of every metric and the camera of every violation.")
+    url: str = Field(min_length=1, description="`rtsp://`, `rtsps://`, `http(s)://` URL or a video file path "
+                                               "(relative to site.yaml). Put credentials in `${VAR}`s.")
+    zone: str | None = Field(default=None, description="The area the whole frame watches (without `zones`); rules select cameras by zone.")
+    enabled: bool = Field(default=True, description="`false` keeps the camera in the file but does not watch it.")
+    loop: bool = Field(default=False, description="Files only: start again at the end.")
+    realtime: bool = Field(default=True, description="Files only: play at the native frame rate, like a live "
+                                                     "camera (`false`: as fast as possible).")
+    sample_fps: float | None = Field(default=None, gt=0, le=60, description="Frames per second sampled for the "
+                                     "model, from the frames' timestamps (default: the model bundle's).")
+    queue_size: int = Field(default=16, ge=1, le=1024, description="Sampled frames waiting for inference; when it "
+                            "is full the oldest are dropped and counted.")
+    stall_seconds: float = Field(default=10.0, gt=0, le=3600, description="No frame for this long: the camera is "
+                                 "marked down and reconnected.")
+    open_timeout_seconds: float = Field(default=10.0, gt=0, le=600, description="How long opening the stream may take.")
+    decode_threads: int | None = Field(default=None, ge=0, le=16, description=(
+        "FFmpeg decoder threads. Default: 1 for live cameras and paced files (the least CPU per frame, leaving the "
+        "cores to inference); FFmpeg's choice for files read with `realtime: false`. 0 = FFmpeg's choice, for "
+        "streams one core cannot decode in real time (4K H.265)."))
     zones: list[ZoneConfig] = Field(default_factory=list, max_length=MAX_ZONES, description=(
         f"Parts of the frame classified as streams of their own (at most {MAX_ZONES}; each costs one embedding "
         "per sampled frame, the frame is decoded once). Without zones the whole frame is one stream, in `zone`."))
@@ -147,64 +158,94 @@ class CameraConfig(StrictModel):
 
 
 class AnchorConfig(StrictModel):
-    """Signed checkpoints of the record's hash chains, kept outside the database (monitor.record.anchor)."""
+    """Signed checkpoints of the record's hash chains (HMAC-SHA256), kept outside the database."""
 
-    log: str = "anchors.jsonl"  # append-only, on the daemon's disk
-    key_env: str = "HAR_ANCHOR_KEY"  # the environment variable holding the HMAC key
-    key_file: str | None = None  # or a file holding it (preferred: one the database's users cannot read)
-    every: PositiveDuration = Field(default=300.0, le=86400)
-    ship_to: str | None = None  # a copy of every anchor elsewhere: a WORM mount, another host's share
+    log: str = Field(default="anchors.jsonl", description="The append-only anchor log, on the daemon's disk.")
+    key_env: str = Field(default="HAR_ANCHOR_KEY", description="The environment variable holding the key "
+                         "(at least 32 bytes, e.g. `openssl rand -hex 32`).")
+    key_file: str | None = Field(default=None, description="Or a file holding the key: best one the database's "
+                                 "users cannot read.")
+    every: PositiveDuration = Field(default=300.0, description="How often the daemon anchors (and at "
+                                    "start and stop).")
+    ship_to: str | None = Field(default=None, description="A copy of every anchor elsewhere: a WORM mount, another "
+                                "host's share.")
 
 
 class StorageConfig(StrictModel):
-    url: str = "sqlite:///violations.db"
-    evidence_dir: str = "evidence"
-    spool: str = "spool/events.jsonl"  # every record waits here, durably, until the database has it
-    anchor: AnchorConfig | None = None  # off unless set
+    """Where the violation record and its evidence go."""
+
+    url: str = Field(default="sqlite:///violations.db", description="The record's database: `sqlite:///PATH` "
+                     "(relative to site.yaml) or `postgresql://user@host/db` (password in `${VAR}`).")
+    evidence_dir: str = Field(default="evidence", description="Folder for evidence clips and snapshots.")
+    spool: str = Field(default="spool/events.jsonl", description="Where every record waits, durably (fsync'd), "
+                       "until the database has it; written in order, also after a restart.")
+    anchor: AnchorConfig | None = Field(default=None, description=AnchorConfig.__doc__ + " Off unless set.")
 
 
 class QAConfig(StrictModel):
-    lockout_after: int = Field(default=5, ge=1, le=100)  # wrong passwords in a row that lock an account
+    """The QA commands and console."""
+
+    lockout_after: int = Field(default=5, ge=1, le=100, description="Wrong passwords in a row that lock an account "
+                               "until an admin unlocks it.")
 
 
 class EvidenceConfig(StrictModel):
-    enabled: bool = True
-    pre_roll_seconds: float = Field(default=5.0, ge=0, le=60)
-    post_roll_seconds: float = Field(default=5.0, ge=0, le=60)
-    fps: float = Field(default=5.0, gt=0, le=30)
-    width: int = Field(default=480, ge=64, le=1920)  # stored frames are reduced to this width
-    blur_faces: bool = False  # privacy: blur faces in stored evidence (EU plants, works councils)
-    retention_days: float | None = Field(default=None, gt=0)  # evidence files only; records are never deleted
+    """An H.264 clip and a JPEG snapshot per violation, from a per-camera ring buffer of reduced frames."""
+
+    enabled: bool = Field(default=True, description="Write evidence for every violation.")
+    pre_roll_seconds: float = Field(default=5.0, ge=0, le=60, description="Clip start, before the episode opened.")
+    post_roll_seconds: float = Field(default=5.0, ge=0, le=60, description="Clip end, after the episode opened.")
+    fps: float = Field(default=5.0, gt=0, le=30, description="Frames per second kept for clips.")
+    width: int = Field(default=480, ge=64, le=1920, description="Stored frames are reduced to this width (px).")
+    blur_faces: bool = Field(default=False, description="Privacy (EU plants, works councils): blur faces before "
+                             "anything is written (OpenCV's frontal face cascade, best effort).")
+    retention_days: float | None = Field(default=None, gt=0, le=MAX_RETENTION_DAYS, description=(
+        "Delete evidence files older than this (each deletion is an audit event); records are never deleted. "
+        "Default: keep forever."))
 
 
 class MetricsConfig(StrictModel):
-    # Unauthenticated: loopback unless the site says otherwise (0.0.0.0 where Prometheus scrapes the pod or
-    # container from outside, e.g. deploy/k8s and deploy/compose set it).
-    host: str = "127.0.0.1"
-    port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (tests)
+    """The HTTP port with /metrics, /healthz and /readyz."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on. Unauthenticated: loopback unless the site "
+                      "says otherwise (0.0.0.0 where Prometheus scrapes the pod or container from outside, as "
+                      "deploy/k8s and deploy/compose set it).")
+    port: int = Field(default=9108, ge=0, le=65535, description="Port to listen on (0: any free port).")
 
 
 class InferenceConfig(StrictModel):
-    max_batch: int = Field(default=32, ge=1, le=256)
-    max_wait_ms: float = Field(default=50.0, ge=0, le=5000)
+    """Batching across cameras on the one inference thread."""
+
+    max_batch: int = Field(default=32, ge=1, le=256, description="Frames per backbone call at most.")
+    max_wait_ms: float = Field(default=50.0, ge=0, le=5000, description="How long a batch waits to fill up.")
 
 
 class ReconnectConfig(StrictModel):
-    initial_seconds: float = Field(default=1.0, gt=0)
-    max_seconds: float = Field(default=60.0, gt=0)
+    """Jittered exponential backoff between a camera's connection attempts, forever."""
+
+    initial_seconds: float = Field(default=1.0, gt=0, le=3600, description="The first delay.")
+    max_seconds: float = Field(default=60.0, gt=0, le=86400, description="Delays double up to this.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.initial_seconds > self.max_seconds:
+            raise ValueError(f"initial_seconds ({self.initial_seconds:g}) must not exceed max_seconds ({self.max_seconds:g})")
+        return self
 
 
 class SiteConfig(StrictModel):
-    site: str = Field(min_length=1, max_length=128)
-    model: str
-    rules: list[str] = Field(default_factory=list)
-    storage: StorageConfig = StorageConfig()
-    evidence: EvidenceConfig = EvidenceConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    inference: InferenceConfig = InferenceConfig()
-    reconnect: ReconnectConfig = ReconnectConfig()
-    qa: QAConfig = QAConfig()
-    cameras: list[CameraConfig] = Field(min_length=1)
+    """site.yaml: one site's cameras, model, rules, storage and ports. Paths are relative to the file."""
+
+    site: str = Field(min_length=1, max_length=128, description="The site's name (in `har_monitor_build_info`).")
+    model: str = Field(min_length=1, description="The model bundle directory.")
+    rules: list[str] = Field(default_factory=list, description="Rule files.")
+    storage: StorageConfig = Field(default=StorageConfig(), description=StorageConfig.__doc__)
+    evidence: EvidenceConfig = Field(default=EvidenceConfig(), description=EvidenceConfig.__doc__)
+    metrics: MetricsConfig = Field(default=MetricsConfig(), description=MetricsConfig.__doc__)
+    inference: InferenceConfig = Field(default=InferenceConfig(), description=InferenceConfig.__doc__)
+    reconnect: ReconnectConfig = Field(default=ReconnectConfig(), description=ReconnectConfig.__doc__)
+    qa: QAConfig = Field(default=QAConfig(), description=QAConfig.__doc__)
+    cameras: list[CameraConfig] = Field(min_length=1, description="The cameras.")
     person_detector: PersonDetectorConfig | None = Field(default=None, description="The detector of zones with "
                                                          "`person_gate: true`.")
     notify: NotifyConfig | None = Field(default=None, description="Push violation episodes to MQTT and webhooks.")

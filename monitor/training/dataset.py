@@ -102,7 +102,7 @@ def image_csv(path: Path, labels: tuple[str, ...] | None = None, labels2: tuple[
 
 
 def check_trainable(data: Dataset, source: Path, min_per_class: int) -> None:
-    counts = defaultdict(int)
+    counts: defaultdict[int, int] = defaultdict(int)
     for s in data.samples:
         counts[s.label] += 1
     problems = [f"{source}: class '{name}' has {counts[i]} clip(s); at least {min_per_class} are needed to train and test"
@@ -151,5 +151,5 @@ def _compile(pattern: str | None) -> re.Pattern | None:
 
 
 def log_split(names: list[str], parts: list[list[Sample]]) -> None:
-    log.info(kv(event="split", **{n: len(p) for n, p in zip(names, parts)},
+    log.info(kv(event="split", **{n: len(p) for n, p in zip(names, parts, strict=True)},
                 groups="/".join(str(len({s.group for s in p})) for p in parts)))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.fileio import atomic_write
 from monitor.ops.logs import kv
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def format_report(report: dict, title: str = "") -> str:
     row_w = max(len(corner), *(len(r) for r in rows))
     lines += ["", "confusion matrix (rows = true, columns = predicted)",
               f"{corner:<{row_w}}  " + " ".join(f"{h:>{cell_w}}" for h in heads)]
-    for r, counts in zip(rows, cm):
+    for r, counts in zip(rows, cm, strict=True):
         lines.append(f"{r:<{row_w}}  " + " ".join(f"{v:>{cell_w}d}" for v in counts))
     return "\n".join(lines) + "\n"
 
@@ -203,7 +204,7 @@ def write_metrics(report: dict, out_dir: Path, history: dict | None = None) -> l
     if history is not None:
         data["history"] = _json_history(history)
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write(metrics_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
     written = [metrics_path, plot_confusion_matrix(report, out_dir / "confusion_matrix.png")]
     if history is not None:
         if _curve_groups(history):

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from monitor.fileio import atomic_output
 from monitor.model.backbones import Backbone
 from monitor.model.frames import count_frames, read_frames
 from monitor.ops.logs import kv
@@ -75,7 +76,7 @@ def clip_frames(path: Path, size: tuple[int, int], sampling: Sampling, variant: 
 
 def _crop(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random 80-95% crop resized back: the same crop for every frame of the clip."""
-    n, h, w, _ = frames.shape
+    h, w = frames.shape[1:3]
     scale = rng.uniform(0.8, 0.95)
     ch, cw = int(h * scale), int(w * scale)
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
@@ -117,8 +118,8 @@ def extract(backbone: Backbone, clips: list[Path], sampling: Sampling, cache: Fe
         else:
             out.append(_embed_clip(backbone, clip, sampling, variant, seed + i, batch, stats))
             if cached is not None and out[-1] is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                np.save(cached, out[-1])
+                with atomic_output(cached) as tmp:  # a crash never leaves a cache entry that loads wrong
+                    np.save(tmp, out[-1])
         if progress is not None:
             progress()
     return out

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def windows_dataset(features: list[np.ndarray], labels: list, frames: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Every window of every clip, labelled with its clip's label (an int, or a tuple for two outputs)."""
     xs, ys = [], []
-    for f, y in zip(features, labels):
+    for f, y in zip(features, labels, strict=True):
         w = clip_windows(f, frames, stride)
         xs.append(w)
         ys += [y] * len(w)
@@ -90,5 +90,5 @@ def predict_outputs(model, x: np.ndarray) -> list[np.ndarray]:
 def clip_probabilities(probs: np.ndarray, windows_per_clip: list[int]) -> np.ndarray:
     """A clip's prediction is the mean of its windows' probabilities."""
     ends = np.cumsum(windows_per_clip)
-    return np.stack([probs[e - n:e].mean(0) for e, n in zip(ends, windows_per_clip)])
+    return np.stack([probs[e - n:e].mean(0) for e, n in zip(ends, windows_per_clip, strict=True)])
 

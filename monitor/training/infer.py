@@ -52,7 +52,7 @@ def evaluate(model_dir: Path, data_path: Path, out: Path | None = None, cache_di
     with progress_bar("features", len(data.samples)) as advance:
         feats = extract(backbone, [s.path for s in data.samples], sampling_of(bundle.manifest.window),
                         _cache(bundle, backbone, cache_dir), stats=stats, progress=advance)
-    kept = [(f, s) for f, s in zip(feats, data.samples) if f is not None]
+    kept = [(f, s) for f, s in zip(feats, data.samples, strict=True) if f is not None]
     if not kept:
         raise UserError(f"{data_path}: no readable clip")
     reports = evaluate_clips(model, [f for f, _ in kept], [s for _, s in kept], bundle.manifest.window, data)
@@ -97,13 +97,13 @@ def predict(model_dir: Path, paths: list[Path], top_k: int = 3, csv_path: Path |
     feats = extract(backbone, paths, sampling_of(window), None, stats=stats)
     names = [bundle.labels, _action_classes(bundle)]
     rows = []
-    for path, f in zip(paths, feats):
+    for path, f in zip(paths, feats, strict=True):
         row: dict = {"path": str(path)}
         if f is None:
             row["error"] = stats.reasons[str(path)]
         else:
             outputs = predict_outputs(model, clip_windows(f, window.frames, window.stride))
-            for out, labels, prefix in zip(outputs, names, ("", "class_")):
+            for out, labels, prefix in zip(outputs, names, ("", "class_"), strict=False):  # one or two outputs
                 probs = clip_probabilities(out, [len(out)])[0]
                 for rank, i in enumerate(np.argsort(probs)[::-1][:top_k if not prefix else 1], start=1):
                     row[f"{prefix}top{rank}"], row[f"{prefix}p{rank}"] = labels[i], round(float(probs[i]), 4)
@@ -111,8 +111,8 @@ def predict(model_dir: Path, paths: list[Path], top_k: int = 3, csv_path: Path |
         rows.append(row)
     if csv_path is not None:
         columns = list(dict.fromkeys(k for r in rows for k in r))
-        with open(csv_path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, columns)
+        with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, columns)
             writer.writeheader()
             writer.writerows(rows)
     unreadable = [f"{row['path']}: {row['error']}" for row in rows if "error" in row]

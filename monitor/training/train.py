@@ -13,8 +13,9 @@ import av
 import numpy as np
 
 from monitor.errors import UserError
-from monitor.model.backbones import BACKBONES, build_backbone
-from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, bundle_hash, write_manifest
+from monitor.fileio import atomic_write, sha256_file
+from monitor.model.backbones import BACKBONES, backbone_choices, build_backbone
+from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, bundle_hash, write_bundle
 from monitor.model.heads import HEADS
 from monitor.ops.logs import kv
 from monitor.training.dataset import Dataset, Sample, check_trainable, grouped_split, image_csv, log_split, video_folder
@@ -23,8 +24,6 @@ from monitor.training.fit import balance, clip_probabilities, fit_head, predict_
 from monitor.training.progress import progress_bar
 
 log = logging.getLogger(__name__)
-DEFAULT_SIZES = {"inception_v3": (299, 299), "mobilenet_v2": (224, 224), "resnet50": (224, 224),
-                 "vgg16": (224, 224), "raw": (64, 64)}
 
 
 @dataclass(frozen=True)
@@ -60,21 +59,19 @@ class TrainResult:
 def backbone_spec(opts: TrainOptions) -> BackboneSpec:
     name = opts.backbone or ("raw" if opts.head == "conv3d" else "inception_v3")
     weights = "none" if name == "raw" else opts.weights
-    if name.startswith("tflite:"):
-        name, weights = "tflite", name.split(":", 1)[1]
+    if name.split(":", 1)[0] in BACKBONES and ":" in name:  # NAME:PATH, e.g. tflite:model.tflite
+        name, weights = name.split(":", 1)
     if (opts.head == "conv3d") != (name == "raw"):
         raise UserError("--backbone: the conv3d head, and only it, learns from raw frames (--head conv3d --backbone raw)")
     if name not in BACKBONES:
-        raise UserError(f"--backbone: unknown backbone '{name}' (expected one of {', '.join(b for b in BACKBONES if b != 'tflite')} or tflite:PATH)")
+        raise UserError(f"--backbone: unknown backbone '{name}' (expected one of {backbone_choices()})")
     if opts.head not in HEADS:
         raise UserError(f"--head: unknown head '{opts.head}' (expected one of {', '.join(HEADS)})")
     if weights not in ("imagenet", "none"):
         weights = str(Path(weights).resolve())
         if not Path(weights).is_file():
             raise UserError(f"--weights: file not found: {weights}")
-    from monitor.fileio import sha256_file
-
-    size = None if name == "tflite" else (opts.input_size or DEFAULT_SIZES[name])
+    size = None if BACKBONES[name].size_from_model else (opts.input_size or BACKBONES[name].default_size)
     digest = sha256_file(Path(weights)) if weights not in ("imagenet", "none") else None
     return BackboneSpec(name=name, weights=weights, sha256=digest, input_size=size, seed=opts.seed)
 
@@ -97,7 +94,7 @@ def load_data(opts: TrainOptions) -> tuple[Dataset, list[list[Sample]], list[str
         names = ["train", "validation", "test"]
         parts = [*grouped_split(data.samples, (0.85, 0.15), opts.seed), list(test.samples)]
     log_split(names, parts)
-    for name, part in zip(names, parts):
+    for name, part in zip(names, parts, strict=True):
         if not part:
             raise UserError(f"{opts.data}: too few clips (or groups) for a {name} split; add clips or give --test")
     return data, parts, names
@@ -143,9 +140,9 @@ def train(opts: TrainOptions) -> TrainResult:
     with progress_bar("features", total) as advance:
         def features(samples: list[Sample], variant: str = "orig", seed: int = 0):
             return extract(backbone, [s.path for s in samples], sampling, cache, variant, seed, stats=stats, progress=advance)
-        train_f = [(f, s) for v in variants for f, s in zip(features(train_set, v, opts.seed * 7919), train_set)]
-        val_f = list(zip(features(val_set), val_set))
-        test_f = list(zip(features(test_set), test_set))
+        train_f = [(f, s) for v in variants for f, s in zip(features(train_set, v, opts.seed * 7919), train_set, strict=True)]
+        val_f = list(zip(features(val_set), val_set, strict=True))
+        test_f = list(zip(features(test_set), test_set, strict=True))
     log.info(kv(event="features_ready", clips=total, backbone_frames=stats.backbone_frames, cache_hits=stats.cache_hits,
                 skipped=len(set(stats.skipped)), seconds=round(time.monotonic() - start, 1)))
     two = bool(data.labels2)
@@ -183,7 +180,7 @@ def evaluate_clips(model, features: list[np.ndarray], samples: list[Sample], win
     xs, _ = windows_dataset(features, [0] * len(features), window.frames, window.stride)
     per_clip = [max(1, (max(len(f), window.frames) - window.frames) // window.stride + 1) for f in features]
     outputs = predict_outputs(model, xs)
-    truths = [[s.label for s in samples], [s.label2 for s in samples]]
+    truths = [[s.label for s in samples], [s.label2 for s in samples if s.label2 is not None]]  # label2: two outputs only
     names = [list(data.labels), list(data.labels2)]
     return [classification_report(truths[i], clip_probabilities(out, per_clip).argmax(1).tolist(), names[i])
             for i, out in enumerate(outputs)]
@@ -209,10 +206,8 @@ def _summary(report: dict) -> dict:
 def _write_bundle(out: Path, manifest: ModelManifest, model, history: dict, reports: list[dict]) -> None:
     from monitor.training.evaluation import write_metrics
 
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / manifest.head.file)
-    write_manifest(out, manifest)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    write_bundle(out, manifest, model)
+    atomic_write(out / "history.json", json.dumps(history, indent=1))
     write_metrics(reports[0], out / "evaluation", history)
     if len(reports) > 1:
         write_metrics(reports[1], out / "evaluation" / "action_class")

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from monitor.record.db import create_engine
 from monitor.record.tables import audit_events, reviews
+from support.clips import write_clip
 from support.console import ARTIFACTS, CAM_SECRET, DB_SECRET, PASSWORD, csrf_of, shot, sign_in
 
 pytestmark = pytest.mark.slow
@@ -269,7 +270,7 @@ def test_try_a_clip_shows_top_actions_over_time_and_keeps_only_what_is_asked(rec
     context, _ = reviewer
     page = context.new_page()
     clip, image = tmp_path / "wave.mp4", tmp_path / "still.png"
-    synthetic.write_video(clip, synthetic.render_clip("wave", 40, (120, 160), 1, fps=10), 10)  # 4 s
+    write_clip(clip, "wave", 40, fps=10)  # 4 s
     import cv2
 
     cv2.imwrite(str(image), synthetic.render_clip("idle", 1, (120, 160), 2)[0])

@@ -1,4 +1,4 @@
-"""The synthetic clip renderer: shapes, determinism, fall/get_up symmetry, video round trip."""
+"""The synthetic clip renderer: shapes, determinism, fall/get_up symmetry, datasets on disk."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.demo.synthetic import ACTIONS, make_dataset, render_clip, render_scene, write_video
+from monitor.demo.synthetic import ACTIONS, make_dataset, render_clip, render_scene
 
 SIZE = (120, 160)  # small frames keep the file fast; the default size is checked once
 
@@ -124,28 +124,6 @@ def test_scene_rejects_impossible_orders() -> None:
         render_scene([("idle", 1.0), ("get_up", 1.0)], fps=10, size=SIZE)
     # Starting on the floor is fine.
     assert len(render_scene([("get_up", 1.0), ("wave", 0.5)], fps=10, size=SIZE)) == 15
-
-
-def test_write_video_round_trip(tmp_path: Path) -> None:
-    frames = render_clip("wave", 25, SIZE, seed=0)
-    path = tmp_path / "sub" / "dir" / "clip.mp4"
-    write_video(path, frames, fps=10)
-    decoded, keys = decode(path)
-    assert decoded.shape == frames.shape
-    # Lossy: the encoder drops most of the per-pixel sensor noise, the picture survives.
-    assert np.abs(decoded.astype(int) - frames).mean() < 6
-    assert np.abs(blur(decoded) - blur(frames)).mean() < 3
-    assert [i for i, k in enumerate(keys) if k] == [0, 10, 20]  # a keyframe each second
-    assert [p.name for p in path.parent.iterdir()] == ["clip.mp4"]  # no temp file left
-
-
-def test_write_video_odd_size_and_bad_input(tmp_path: Path) -> None:
-    frames = render_clip("idle", 3, (61, 81), seed=0)
-    write_video(tmp_path / "odd.mp4", frames, fps=29.97)
-    decoded, _ = decode(tmp_path / "odd.mp4")
-    assert decoded.shape == (3, 60, 80, 3)
-    with pytest.raises(ValueError, match="uint8"):
-        write_video(tmp_path / "bad.mp4", frames.astype(np.float32), fps=10)
 
 
 def test_make_dataset_layout(tmp_path: Path) -> None:

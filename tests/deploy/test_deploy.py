@@ -113,6 +113,7 @@ def k8s_objects() -> dict[tuple[str, str], dict]:
 
 # --- 1. alert rules: promtool ------------------------------------------------------------------
 
+@pytest.mark.prometheus
 def test_promtool_checks_and_unit_tests_the_alert_rules():
     promtool = need("promtool")
     checked = run(promtool, "check", "rules", str(ALERTS))
@@ -122,6 +123,7 @@ def test_promtool_checks_and_unit_tests_the_alert_rules():
     assert "SUCCESS" in tested.stdout
 
 
+@pytest.mark.prometheus
 def test_promtool_checks_the_example_prometheus_configs(tmp_path):
     promtool = need("promtool")
     checked = run(promtool, "check", "config", str(PROM_CONFIG))
@@ -239,13 +241,9 @@ SHARD = (0, 1)  # run as a Kubernetes shard does (`--shard 0/1`): every sample c
 
 
 @pytest.fixture(scope="module")
-def live_daemon(tmp_path_factory, tiny_bundle):
+def live_daemon(tmp_path_factory, tiny_bundle, clip):
     """The real daemon on one looping synthetic camera, metrics on a free loopback port."""
-    from monitor.demo import synthetic
-
     work = tmp_path_factory.mktemp("deploy-daemon")
-    clip = work / "floor.mp4"
-    synthetic.write_video(clip, synthetic.render_scene([("idle", 1), ("wave", 1)], 10, (120, 160), 3), 10)
     site = write_site(work / "site", tiny_bundle, [{"id": "cam-deploy", "url": str(clip), "loop": True}])
     shard = f"{SHARD[0]}/{SHARD[1]}"
     with RunningDaemon(site, shard=SHARD) as d:
@@ -269,6 +267,7 @@ def live_series(d: RunningDaemon) -> dict[str, set[str]]:
     return series
 
 
+@pytest.mark.slow
 def test_every_metric_in_the_dashboard_and_alerts_is_exported_by_a_live_daemon(live_daemon):
     series = live_series(live_daemon)
     assert "har_monitor_camera_up" in series and "har_monitor_inference_seconds_bucket" in series
@@ -326,6 +325,8 @@ def scrape_config_for(port: int, work: Path) -> dict:
             "rule_files": [str(ALERTS)], "scrape_configs": [job]}
 
 
+@pytest.mark.prometheus
+@pytest.mark.slow
 def test_a_real_prometheus_scrapes_the_daemon_evaluates_the_alerts_and_every_panel_query(live_daemon, tmp_path):
     need("prometheus")
     port = int(live_daemon.daemon.summary.metrics_url.rsplit(":", 1)[1].split("/")[0])
@@ -423,7 +424,8 @@ def test_dockerfile_slim_non_root_installs_the_package_runs_the_daemon_with_a_he
     user = users[-1].split(":")[0]
     assert user not in ("root", "0"), user
     runs = " ".join(a for s in stages for i, a in s if i == "RUN")
-    assert re.search(r"pip install (--no-cache-dir )?\.( |$)", runs), "the image installs the package (pip install .)"
+    assert re.search(r'pip install (--no-cache-dir )?"?\./?(\$\{extras\})?"?(;| |$)', runs), "the image installs the package (pip install .)"
+    assert 'extras="[gpu]"' in runs and "uninstall" not in runs, "the CUDA build is the [gpu] extra, not a reinstall"
     entry = exec_form(dict(final).get("ENTRYPOINT", "[]")) + exec_form(dict(final).get("CMD", "[]"))
     assert entry[:2] == ["har-monitor", "run"] and "--cameras" in entry, entry
     health = dict(final)["HEALTHCHECK"]
@@ -499,7 +501,7 @@ def test_compose_runs_the_daemon_postgres_prometheus_and_grafana_with_everything
     for rule_file in config.rules:  # the rules directory mount holds every rule file site.yaml names
         directory, name = rule_file.rsplit("/", 1)
         assert (host(mounts("har-monitor")[directory]) / name).is_file(), rule_file
-    data = [v.split(":")[1] for v in hm["volumes"] if v.startswith("har-data:")][0]
+    data = next(v.split(":")[1] for v in hm["volumes"] if v.startswith("har-data:"))
     assert config.storage.spool.startswith(data + "/") and config.storage.evidence_dir.startswith(data + "/")
     seconds = float(str(hm["stop_grace_period"]).rstrip("s"))
     assert SHUTDOWN_SECONDS < seconds <= 30
@@ -688,6 +690,7 @@ def test_alertmanager_routes_by_severity():
     assert not notifies(routes['severity="info"']), "info alerts are for dashboards only"
 
 
+@pytest.mark.prometheus
 def test_amtool_checks_the_alertmanager_config_and_its_routes():
     amtool = need("amtool")
     config = yaml.safe_load(ALERTMANAGER.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -104,7 +105,7 @@ def test_a_real_clip_gives_a_clip_covering_pre_to_post_roll_and_a_snapshot(tmp_p
     # real spacing: every frame sits at the capture time of a frame the camera delivered
     for t in times:
         assert min(abs(ev.start_ts + t - f) for f in fed) < 2e-3
-    assert all(0 < b - a <= 2 / 5 + 1e-3 for a, b in zip(times, times[1:]))
+    assert all(0 < b - a <= 2 / 5 + 1e-3 for a, b in itertools.pairwise(times))
 
     # the snapshot: a JPEG of the reduced size, the frame nearest the opening
     data = ev.snapshot.read_bytes()
@@ -265,6 +266,7 @@ def test_blur_boxes_changes_the_face_and_nothing_else():
     assert changed.any() and not (changed & ~allowed).any(), "pixels outside the enlarged boxes are untouched"
 
 
+@pytest.mark.slow  # face detection over a real clip: seconds of CPU
 def test_blur_faces_blurs_every_stored_frame(tmp_path):
     name, index, width, boxes = find_face()
     frames = list(clip_frames(name, 3.0))

@@ -10,6 +10,8 @@ from monitor.model.backbones import build_backbone
 from monitor.model.frames import read_frames
 from support.assets import asset
 
+pytestmark = pytest.mark.tf
+
 
 @pytest.mark.parametrize("name, size, dim", [("inception_v3", (75, 75), 2048), ("mobilenet_v2", (64, 64), 1280)])
 def test_keras_backbones_embed_batches_of_any_size(name, size, dim):

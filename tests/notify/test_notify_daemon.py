@@ -9,22 +9,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from monitor.demo import synthetic
 from support.daemon import RunningDaemon
 from support.mqtt import Subscriber, broker, clear_retained, unique_site
 from support.sites import write_site
 from support.waiting import wait_until
 from support.webhooks import WebhookReceiver
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 SECRET = "shift-leads-signing-secret"
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("clip") / "line.mp4"
-    synthetic.write_video(path, synthetic.render_clip("walk", 24, (240, 320), 1), 12)
-    return path
 
 
 def site(directory: Path, bundle: Path, clip: Path, name: str, hook_url: str) -> Path:

@@ -144,6 +144,7 @@ def site():
                    + [f"har-monitor/{name}/cameras/line-{i}/availability" for i in range(3)])
 
 
+@pytest.mark.mqtt
 def test_mqtt_publishes_episodes_retained_availability_and_the_daemon_status(tmp_path, site):
     sent = records(4, site)
     counts = Counts()
@@ -171,6 +172,7 @@ def test_mqtt_publishes_episodes_retained_availability_and_the_daemon_status(tmp
         assert all(retained and payload == b"offline" for _, payload, retained in late.messages)
 
 
+@pytest.mark.mqtt
 def test_mqtt_qos1_delivers_what_waited_while_the_broker_connection_was_cut(tmp_path, site):
     sent = records(6, site)
     counts = Counts()

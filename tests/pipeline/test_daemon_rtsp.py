@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import pytest
 
 from support.daemon import RunningDaemon
 from support.rtsp import RtspServer, rtsp_available
 from support.sites import write_site
 
-pytestmark = pytest.mark.skipif(rtsp_available() is not None, reason=rtsp_available() or "")
+pytestmark = [pytest.mark.rtsp, pytest.mark.slow,
+              pytest.mark.skipif(rtsp_available() is not None, reason=rtsp_available() or "")]
 
 
-@pytest.fixture(scope="module")
-def looping_clip(tmp_path_factory) -> Path:
-    from monitor.demo import synthetic
-
-    path = tmp_path_factory.mktemp("clips") / "floor.mp4"
-    synthetic.write_video(path, synthetic.render_scene([("idle", 2), ("wave", 2)], 12, (240, 320), 3), 12)
-    return path
-
-
-def test_rtsp_camera_stall_kill_and_recovery(tmp_path, tiny_bundle, looping_clip):
+def test_rtsp_camera_stall_kill_and_recovery(tmp_path, tiny_bundle, clip):
     with RtspServer(pattern="ball", width=320, height=240, fps=25) as server:
         site = write_site(tmp_path, tiny_bundle, [
             {"id": "rtsp-cam", "url": server.url, "stall_seconds": 2, "open_timeout_seconds": 3},
-            {"id": "file-cam", "url": str(looping_clip), "loop": True},
+            {"id": "file-cam", "url": str(clip), "loop": True},
         ])
         with RunningDaemon(site) as d:
             up = lambda cam: d.value("har_monitor_camera_up", camera=cam)
@@ -36,14 +25,11 @@ def test_rtsp_camera_stall_kill_and_recovery(tmp_path, tiny_bundle, looping_clip
             d.wait_for(lambda: sampled("rtsp-cam") >= 5, 10, "RTSP frames sampled")
 
             server.pause()  # SIGSTOP: the stream stalls, PyAV's read would block
-            paused_at = time.monotonic()
-            d.wait_for(lambda: up("rtsp-cam") == 0, 10, "stalled camera marked down")
-            assert time.monotonic() - paused_at < 6, "stall detected within ~stall_seconds"
+            d.wait_for(lambda: up("rtsp-cam") == 0, 30, "stalled camera marked down")
             assert d.value("har_monitor_camera_stalls_total", camera="rtsp-cam") >= 1
             before = sampled("file-cam")
-            time.sleep(2)
-            assert sampled("file-cam") > before, "the file camera keeps going while the RTSP one is down"
-            assert up("file-cam") == 1
+            d.wait_for(lambda: sampled("file-cam") > before + 2, 30, "the file camera going on while the RTSP one is down")
+            assert up("rtsp-cam") == 0 and up("file-cam") == 1
 
             server.resume()
             d.wait_for(lambda: up("rtsp-cam") == 1, 20, "camera back after the stall")
@@ -54,8 +40,7 @@ def test_rtsp_camera_stall_kill_and_recovery(tmp_path, tiny_bundle, looping_clip
             d.wait_for(lambda: d.value("har_monitor_camera_reconnects_total", camera="rtsp-cam") > reconnects,
                        10, "reconnect attempts while the server is gone")
             before = sampled("file-cam")
-            time.sleep(1.5)
-            assert sampled("file-cam") > before
+            d.wait_for(lambda: sampled("file-cam") > before + 2, 30, "the file camera going on")
 
             server.restart()
             d.wait_for(lambda: up("rtsp-cam") == 1, 20, "camera back after the server restarts")

@@ -43,15 +43,7 @@ def get(url: str) -> tuple[int, dict | str]:
         return err.code, json.loads(err.read().decode())
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    from monitor.demo import synthetic
-
-    path = tmp_path_factory.mktemp("ops") / "cam.mp4"
-    synthetic.write_video(path, synthetic.render_clip("walk", 24, (120, 160), 2), 12)
-    return path
-
-
+@pytest.mark.slow
 def test_a_shard_watches_its_cameras_and_labels_its_metrics(tmp_path, tiny_bundle, clip):
     cameras = [{"id": f"cam-{i}", "url": str(clip), "loop": True} for i in range(6)]
     mine = sorted(c["id"] for c in cameras if shard_of(c["id"], 2) == 1)
@@ -61,13 +53,14 @@ def test_a_shard_watches_its_cameras_and_labels_its_metrics(tmp_path, tiny_bundl
         base = d.daemon.summary.metrics_url.removesuffix("/metrics")
         d.wait_for(lambda: get(base + "/readyz")[0] == 200, 30, "ready")
         status, state = get(base + "/readyz")
-        assert state["cameras_up"] == len(mine) and state["threads"]["store"] is True
+        assert status == 200 and state["cameras_up"] == len(mine) and state["threads"]["store"] is True
         assert get(base + "/healthz")[0] == 200
         text = get(base + "/metrics")[1]
         assert f'har_monitor_camera_up{{camera="{mine[0]}",shard="1/2"}} 1.0' in text
         assert all('shard="1/2"' in line for line in text.splitlines() if line.startswith("har_monitor_frames_sampled_total"))
 
 
+@pytest.mark.slow
 def test_not_ready_while_no_camera_is_up(tmp_path, tiny_bundle):
     site = write_site(tmp_path, tiny_bundle, [{"id": "gone", "url": "rtsp://127.0.0.1:1/none", "open_timeout_seconds": 1}])
     with RunningDaemon(site) as d:

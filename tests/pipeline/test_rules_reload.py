@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -22,15 +21,6 @@ from support.waiting import wait_until
 # "anything" covers every label: it fires on every window and its episode stays open
 ALWAYS = {"id": "always", "action": "anything", "min_confidence": 0.5, "labels": {"team": "qa"}}
 ALSO = {**ALWAYS, "id": "also"}
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    from monitor.demo import synthetic
-
-    path = tmp_path_factory.mktemp("clip") / "cam.mp4"
-    synthetic.write_video(path, synthetic.render_clip("wave", 12, (120, 160), 1), 12)
-    return path
 
 
 def write_rules(path: Path, *rules: dict) -> None:
@@ -55,6 +45,7 @@ def rows(db: Path) -> list[dict]:
     return result
 
 
+@pytest.mark.slow
 def test_changed_rule_files_are_swapped_in_and_bad_ones_refused(tmp_path, tiny_bundle, clip):
     site = write_site(tmp_path, tiny_bundle, [{"id": "cam", "url": str(clip), "loop": True}], rules={"rules": [ALWAYS]})
     rules_file = tmp_path / "rules.yaml"
@@ -103,6 +94,7 @@ def rule_set_texts(db: Path) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_sighup_reloads_the_rules(tmp_path, tiny_bundle, clip):
     from monitor.record.db import upgrade
 
@@ -124,8 +116,5 @@ def test_sighup_reloads_the_rules(tmp_path, tiny_bundle, clip):
 
 
 def wait_for_line(path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text():
-        if time.monotonic() > deadline:
-            pytest.fail(f"no '{text}' within {timeout} s:\n{path.read_text()[-3000:]}")
-        time.sleep(0.2)
+    wait_until(lambda: text in path.read_text(), timeout, f"'{text}' in the log", interval=0.2,
+               describe=lambda: path.read_text()[-3000:])

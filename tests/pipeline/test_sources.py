@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from monitor.demo import synthetic
 from monitor.messages import SampledFrame
 from monitor.model.frames import read_frames
 from monitor.ops.logs import setup_logging
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
 from support.assets import asset
+from support.clips import write_clip
 from support.secrets import assert_only_redacted, passwords
 from support.videos import write_tiny_video
 from support.waiting import wait_until
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    """2 s of a walking figure at 12 fps, H.264."""
-    path = tmp_path_factory.mktemp("src") / "walk.mp4"
-    synthetic.write_video(path, synthetic.render_clip("walk", 24, (240, 320), 1), 12)
-    return path
 
 
 def ffmpeg_threads() -> int:
@@ -57,39 +49,49 @@ class Recorder:
         return SourceHooks(frame=frame, decode_error=error, up=lambda _, up: self.ups.append(up))
 
 
-def play(location: Path, seconds: float | None = None, **settings) -> Recorder:
+def play(location: Path, until: Callable[[Recorder], bool] | None = None, **settings) -> Recorder:
+    """Play a file camera until it ends by itself (or, with `until`, until that holds), with a generous ceiling."""
     rec = Recorder()
     source = CameraSource(SourceSettings("cam", str(location), False, (75, 75), **settings), rec.hooks())
     source.start()
-    source.join(seconds if seconds is not None else 30)
-    source.stop()
-    source.join(5)
+    try:
+        if until is None:
+            wait_until(lambda: not source.running, 60, f"{location.name} to play to its end")
+        else:
+            wait_until(lambda: until(rec), 60, f"{location.name}: the frames asked for")
+    finally:
+        source.stop()
+        source.join(5)
     return rec
 
 
 def test_a_file_plays_at_its_native_rate_like_a_camera(clip):
-    start = time.monotonic()
     rec = play(clip, sample_fps=4.0)
-    elapsed = time.monotonic() - start
-    assert 1.6 < elapsed < 6, "2 s of video take about 2 s"
     assert len(rec.frames) == 8, "4 fps sampled from 12 fps timestamps"
     assert rec.frames[0].rgb.shape == (75, 75, 3) and rec.frames[0].rgb.dtype == np.uint8
-    gaps = np.diff([f.mono for f in rec.frames])
-    assert gaps.mean() > 0.15, "frames are spread over time, not delivered in a burst"
+    # Paced, not a burst: the 8 frames of 2 s arrive over at least the 1.75 s between the first and the last
+    # (a loaded machine only spreads them more).
+    assert rec.frames[-1].mono - rec.frames[0].mono >= 1.7
     assert rec.ups == [True, False], "up while playing, down at the end"
 
 
-def test_realtime_false_reads_as_fast_as_possible(clip):
-    start = time.monotonic()
-    rec = play(clip, sample_fps=12.0, realtime=False)
-    assert time.monotonic() - start < 1.5
-    assert len(rec.frames) == 24
+def test_realtime_false_reads_as_fast_as_possible(tmp_path):
+    """A minute of video (30 frames, one every 2 s) is read whole well before a paced read could end."""
+    minute = write_clip(tmp_path / "minute.mp4", "idle", n_frames=30, fps=0.5)
+    rec = Recorder()
+    source = CameraSource(SourceSettings("cam", str(minute), False, (75, 75), sample_fps=0.5, realtime=False),
+                          rec.hooks())
+    source.start()
+    source.join(30)  # half the video's length: a paced read would have 15 frames by then
+    source.stop()
+    assert len(rec.frames) == 30 and rec.ups == [True, False]
 
 
 def test_loop_restarts_the_file_and_keeps_time_going(clip):
-    rec = play(clip, seconds=5.0, sample_fps=4.0, loop=True)
-    assert 16 <= len(rec.frames) <= 24, "about 5 s worth at 4 fps across loops"
-    assert np.all(np.diff([f.mono for f in rec.frames]) > 0)
+    rec = play(clip, until=lambda r: len(r.frames) >= 20, sample_fps=4.0, loop=True, realtime=False)
+    assert len(rec.frames) >= 20, "more than two passes of the 2 s clip at 4 fps"
+    assert np.all(np.diff([f.mono for f in rec.frames]) > 0), "time goes on across loops"
+    assert rec.ups[:1] == [True] and False not in rec.ups[:-1], "a loop is not a reconnect: the camera stays up"
 
 
 def test_corrupt_packets_are_counted_and_skipped(clip, tmp_path):

@@ -71,7 +71,7 @@ def test_live_windows_equal_training_windows():
     buffers = WindowBuffers(frames=6, stride=4)
     live = [w for w in (buffers.push(emb("c", i)) for i in range(20)) if w is not None]
     assert len(live) == len(offline) == 4
-    for w, o in zip(live, offline):
+    for w, o in zip(live, offline, strict=True):
         assert np.array_equal(w.features, o)
     assert (live[0].t0, live[0].t1) == (0.0, 5.0)
 

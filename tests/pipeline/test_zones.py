@@ -69,6 +69,7 @@ def play(path: Path, size: tuple[int, int], split=None) -> tuple[list[SampledFra
     return sampled, len(decoded)
 
 
+@pytest.mark.tf  # trains a Keras head
 def test_each_zone_follows_its_half_of_the_frame(embedder, head, tmp_path):
     from monitor.pipeline.classifier import Classifier
 
@@ -98,6 +99,7 @@ def room(tmp_path_factory) -> Path:
     return segments(source, [(0.0, 5.0), (95.0, 103.0), (0.0, 5.0)], tmp_path_factory.mktemp("room") / "room.mp4", 10)
 
 
+@pytest.mark.slow  # a person detector over real clips: seconds of CPU
 def test_person_gating_opens_a_zone_only_while_someone_is_in_it(room):
     detector = PersonDetector(asset("weights", "movenet_single_pose_lightning_ptq.tflite"))
     checks = []

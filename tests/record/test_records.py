@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from monitor.record import ledger
@@ -113,13 +114,10 @@ def test_export_is_a_spreadsheet_with_trail_and_hashes(db, record, tmp_path, cap
     assert "confirmed by Rita Reviewer" in ep1["dispositions"]
 
 
-def test_daemon_through_a_database_outage_loses_nothing(pg_db, tiny_bundle, tmp_path):
+@pytest.mark.slow
+def test_daemon_through_a_database_outage_loses_nothing(pg_db, tiny_bundle, clip, tmp_path):
     """The daemon starts while PostgreSQL is unreachable, keeps producing violations, and catches up."""
-    from monitor.demo import synthetic
-
     upgrade(pg_db.url)
-    clip = tmp_path / "cam.mp4"
-    synthetic.write_video(clip, synthetic.render_clip("idle", 24, (120, 160), 1), 12)
     with TcpProxy("127.0.0.1", 5432) as proxy:
         proxy.pause()
         cams = [{"id": f"cam-{i}", "url": str(clip), "loop": True} for i in range(3)]

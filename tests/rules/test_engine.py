@@ -161,7 +161,7 @@ def test_duration_min_reports_a_too_short_action_when_it_ends():
 
 def test_duration_min_bridges_a_doubtful_window_and_accepts_a_long_enough_action():
     engine = RuleEngine(ruleset(GOWNING), {"cam": None})
-    stream = seconds(0, 15, gowning=0.9) + [(15.0, {"gowning": 0.2})] + seconds(16, 35, gowning=0.9)
+    stream = [*seconds(0, 15, gowning=0.9), (15.0, {"gowning": 0.2}), *seconds(16, 35, gowning=0.9)]
     assert feed(engine, stream + seconds(35, 40, idle=1)) == []
     split = RuleEngine(ruleset(GOWNING | {"release_windows": 1}), {"cam": None})
     assert episodes(feed(split, stream + seconds(35, 40, idle=1))) == [("gowning-short", 0.0, 15.0),

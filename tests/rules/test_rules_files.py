@@ -257,7 +257,8 @@ def test_a_rule_file_alias_bomb_is_refused_at_its_line_in_little_memory(tmp_path
     assert_bomb_refused(["rules", "check"], plain, bomb)
 
 
-@pytest.mark.parametrize("until, every", [("1000d", "1s"), ("1.0e+300", "1ms"), (".inf", "1s")])
+# (a duration past 366d, 1e300 or .inf is refused by its own bound: tests/test_config_numbers.py)
+@pytest.mark.parametrize("until, every", [("366d", "1ms"), ("12d", "1s")])
 def test_a_rule_test_generating_too_many_windows_is_refused_before_it_runs(tmp_path, until, every):
     """Windows are generated as the test runs, and a test is bounded: not days of work, not gigabytes."""
     from support.memory import run_capped

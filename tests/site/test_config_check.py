@@ -19,15 +19,6 @@ from support.secrets import assert_only_redacted, passwords
 from support.sites import ALWAYS_RULES, write_site
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    from monitor.demo import synthetic
-
-    path = tmp_path_factory.mktemp("clip") / "cam.mp4"
-    synthetic.write_video(path, synthetic.render_clip("wave", 12, (120, 160), 1), 12)
-    return path
-
-
 @pytest.fixture
 def site(tmp_path, tiny_bundle, clip) -> Path:
     return write_site(tmp_path, tiny_bundle, [{"id": "cam-1", "url": str(clip), "loop": True}])
@@ -73,6 +64,8 @@ def test_env_substitution_and_missing_variable(site, monkeypatch, capsys):
     (lambda d: d.pop("site"), "site: Field required"),
     (lambda d: d["inference"].update(max_batch="lots"), "inference.max_batch: Input should be a valid integer"),
     (lambda d: d["cameras"][0].update(decode_threads=-1), "cameras[0].decode_threads: Input should be greater than or equal to 0"),
+    (lambda d: d["cameras"][0].update(stall_seconds=1e9), "cameras[0].stall_seconds: Input should be less than or equal to 3600"),
+    (lambda d: d["reconnect"].update(initial_seconds=30, max_seconds=10), "reconnect: initial_seconds (30) must not exceed max_seconds (10)"),
 ])
 def test_schema_errors_name_line_and_field(site, capsys, change, expected):
     code, errors = check(edit(site, change), capsys)
@@ -205,6 +198,19 @@ def test_cli_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"error: {broken}:4: cameras[0].colour: unknown key" in result.stderr
+
+
+def test_numbers_that_would_overflow_at_run_time_are_refused_by_check(site):
+    """Issue 10: these passed `check`, then killed the retention thread and a camera's reconnect loop."""
+    edit(site, lambda d: (d.update(evidence={"retention_days": 1e300}), d["reconnect"].update(initial_seconds=1e308)))
+    result = subprocess.run([sys.executable, "-m", "monitor", "check", "--cameras", str(site)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = result.stderr.splitlines()
+    line = {key: n for n, text in enumerate(site.read_text().splitlines(), 1) for key in ("retention_days", "initial_seconds")
+            if text.strip().startswith(key)}
+    assert f"error: {site}:{line['retention_days']}: evidence.retention_days: Input should be less than or equal to 36525" in errors
+    assert f"error: {site}:{line['initial_seconds']}: reconnect.initial_seconds: Input should be less than or equal to 3600" in errors
 
 
 def test_rules_hash_changes_with_content(tiny_bundle, tmp_path):

@@ -1,4 +1,5 @@
-"""Real clips recomposed for zone and person tests (written to a temp dir; the shared originals stay untouched)."""
+"""Video files for tests, written by the product's one H.264 writer: the demo's stick figure, and real
+clips recomposed for zone and person tests (in a temp dir; the shared originals stay untouched)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ import av
 import cv2
 import numpy as np
 
-from monitor.demo.synthetic import write_video
+from monitor.evidence.media import write_video
+
+
+def write_clip(path: Path, action: str = "walk", n_frames: int = 24, size: tuple[int, int] = (120, 160),
+               seed: int = 1, fps: float = 12.0, look_seed: int | None = None) -> Path:
+    """`n_frames` of one action at `fps` (default: 2 s of walking, 160x120), a keyframe every second."""
+    from monitor.demo.synthetic import render_clip
+
+    frames = render_clip(action, n_frames, size, seed, fps=fps, look_seed=look_seed)
+    write_video(path, frames, fps, keyframe_interval=max(1, round(fps)))
+    return path
 
 
 def decode(path: Path, size: tuple[int, int] | None = None, start: float = 0.0, end: float = float("inf")) -> np.ndarray:

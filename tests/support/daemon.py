@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+from support.waiting import wait_until
 
 
 class RunningDaemon:
@@ -27,9 +29,7 @@ class RunningDaemon:
 
     def __enter__(self) -> RunningDaemon:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.daemon.summary.metrics_url and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: self.daemon.summary.metrics_url, 60, "the daemon's metrics server")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -47,14 +47,10 @@ class RunningDaemon:
     def value(self, name: str, **labels: str) -> float:
         return self.scrape().get((name, tuple(sorted(labels.items()))), 0.0)
 
-    def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; metrics: "
-                             + str({k: v for k, v in self.scrape().items() if 'camera' in str(k)}))
+    def wait_for(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
+        """`wait_until`, showing the camera metrics when it times out."""
+        wait_until(predicate, timeout, what, interval=0.2,
+                   describe=lambda: {k: v for k, v in self.scrape().items() if "camera" in str(k)})
 
 
 class DaemonProcess:
@@ -76,14 +72,14 @@ class DaemonProcess:
         return sum(needle in line for line in list(self.log))
 
     def wait_for_log(self, needle: str, count: int = 1, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while self.logged(needle) < count:
-            if self.process.poll() is not None:
+        def enough() -> bool:
+            if self.logged(needle) < count and self.process.poll() is not None:
                 raise AssertionError(f"the daemon exited ({self.process.returncode}) before logging {needle!r} x{count}: "
                                      + "".join(self.log[-20:]))
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {needle!r} x{count}: " + "".join(self.log[-20:]))
-            time.sleep(0.1)
+            return self.logged(needle) >= count
+
+        wait_until(enough, timeout, f"{needle!r} x{count} in the daemon's log", interval=0.1,
+                   describe=lambda: "".join(self.log[-20:]))
 
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM, as systemd or Kubernetes stop it; its exit status."""

@@ -19,7 +19,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from support.waiting import wait_until
 
 
 def binary(name: str) -> str | None:
@@ -86,18 +87,18 @@ class PrometheusServer:
         self._stop()
 
     def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
+        """True once /-/ready answers; False if the process ended (e.g. its port was taken) or never got ready."""
+        def ready_or_gone() -> bool:
             if self.proc.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return True
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.2)
-        return False
+                return True
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                return r.status == 200
+
+        try:
+            wait_until(ready_or_gone, self.start_timeout, "prometheus ready", interval=0.2, retry_on=(OSError,))
+        except AssertionError:
+            return False
+        return self.proc.poll() is None
 
     def _stop(self) -> None:
         if self.proc is None:
@@ -137,17 +138,6 @@ class PrometheusServer:
         return data["result"] if data["resultType"] in ("vector", "matrix") else [data["result"]]
 
     def wait_for(self, probe: Callable[[], Any], timeout: float, what: str) -> Any:
-        """Call `probe` until it returns something truthy (returned), or fail after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        last_error = None
-        while time.monotonic() < deadline:
-            try:
-                value = probe()
-                if value:
-                    return value
-            except PrometheusError as err:
-                last_error = err
-            time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}"
-                             + (f" (last error: {last_error})" if last_error else "")
-                             + f"; prometheus log:\n{self.log()}")
+        """`wait_until` the probe's first truthy value, retrying Prometheus' errors, showing its log on failure."""
+        return wait_until(probe, timeout, what, interval=0.5, retry_on=(PrometheusError,),
+                          describe=lambda: f"prometheus log:\n{self.log()}")

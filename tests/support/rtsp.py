@@ -166,7 +166,7 @@ class RtspServer:
 
     def _spawn(self, port: int) -> None:
         self._close_stderr()
-        self._stderr_file = tempfile.TemporaryFile(mode="w+b")
+        self._stderr_file = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (kept open for the server's life)
         t0 = time.monotonic()
         proc = subprocess.Popen(
             self._argv(port),

@@ -12,15 +12,13 @@ LABELS = ["idle", "wave", "walk", "fall", "get_up"]
 def write_tiny_bundle(out: Path, frames: int = 4, sample_fps: float = 5.0, stride: int = 2,
                       size: int = 75, units: int = 8) -> Path:
     """A real bundle: InceptionV3 (random weights, 75x75) + an untrained GRU head."""
-    from monitor.model.bundle import BackboneSpec, ModelManifest, WindowSpec, write_manifest
+    from monitor.model.bundle import BackboneSpec, ModelManifest, WindowSpec, write_bundle
     from monitor.model.heads import build_head
 
     manifest = ModelManifest(name="tiny", backbone=BackboneSpec(name="inception_v3", weights="none", input_size=(size, size)),
                              window=WindowSpec(frames=frames, sample_fps=sample_fps, stride=stride), labels=LABELS,
                              groups={"anything": LABELS})
-    out.mkdir(parents=True, exist_ok=True)
-    build_head("gru", frames, 2048, len(LABELS), units).save(out / "head.keras")
-    write_manifest(out, manifest)
+    write_bundle(out, manifest, build_head("gru", frames, 2048, len(LABELS), units))
     return out
 
 

@@ -7,13 +7,12 @@ the monitor reads cameras.
 
 from __future__ import annotations
 
+import itertools
 import socket
-import time
 from pathlib import Path
 
+import av
 import pytest
-
-av = pytest.importorskip("av")
 
 from support.assets import ASSETS
 from support.rtsp import RtspServer, RtspServerError, rtsp_available
@@ -23,7 +22,7 @@ CLIP = VIDEOS / "intel_worker-zone-detection.mp4"  # h264 480x270 @ 15, 4.7 s
 AVI_CLIP = VIDEOS / "kinetics400_R6llTwEh07w.avi"  # mpeg4 340x256 @ 30
 
 _reason = rtsp_available()
-pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
+pytestmark = [pytest.mark.rtsp, pytest.mark.skipif(_reason is not None, reason=_reason or "")]
 
 OPEN_OPTS = {"rtsp_transport": "tcp"}
 
@@ -32,16 +31,9 @@ def open_stream(url: str, timeout=(5, 5)):
     return av.open(url, options=OPEN_OPTS, timeout=timeout)
 
 
-def read_frames(container, n: int, budget_s: float = 10.0) -> list:
-    """Decode ``n`` video frames from an open container (fails on budget)."""
-    frames = []
-    deadline = time.monotonic() + budget_s
-    for frame in container.decode(video=0):
-        frames.append(frame)
-        if len(frames) >= n:
-            break
-        assert time.monotonic() < deadline, f"only {len(frames)} frames in {budget_s}s"
-    return frames
+def read_frames(container, n: int) -> list:
+    """Decode ``n`` video frames from an open container (its read timeout fails a stalled stream)."""
+    return list(itertools.islice(container.decode(video=0), n))
 
 
 def need(path: Path) -> Path:
@@ -90,13 +82,9 @@ def test_avi_mpeg4_clip_is_reencoded():
 
 def test_clip_without_loop_plays_once_then_ends():
     clip = need(CLIP)  # 71 frames, 4.7 s
-    with RtspServer(file=clip) as srv:
-        t0 = time.monotonic()
-        with open_stream(srv.url) as c:
-            n = sum(1 for _ in c.decode(video=0))  # must terminate by itself
-        elapsed = time.monotonic() - t0
+    with RtspServer(file=clip) as srv, open_stream(srv.url) as c:
+        n = sum(1 for _ in itertools.islice(c.decode(video=0), 300))  # a looping stream would reach 300
     assert 40 <= n <= 71, n
-    assert elapsed < 12, elapsed
 
 
 def test_kill_ends_client_and_restart_serves_new_client():
@@ -109,16 +97,15 @@ def test_kill_ends_client_and_restart_serves_new_client():
                 next(it)
             srv.kill()
             assert not srv.running
-            t0 = time.monotonic()
+            after_kill = 0
             try:
-                for _ in it:  # drains buffered frames, then EOF or error
-                    assert time.monotonic() - t0 < 8, "stream still alive after kill()"
+                for _ in itertools.islice(it, 300):  # drains buffered frames, then EOF or error
+                    after_kill += 1
             except (av.error.FFmpegError, OSError):
                 pass
-            ended_after = time.monotonic() - t0
         finally:
             c.close()
-        assert ended_after < 7, ended_after
+        assert after_kill < 300, "the stream ended after kill()"
 
         srv.restart()
         assert srv.running and srv.port == port and srv.url == url
@@ -131,11 +118,9 @@ def test_pause_freezes_server_and_resume_recovers():
     with RtspServer(width=160, height=120) as srv:
         srv.pause()
         assert srv.paused
-        t0 = time.monotonic()
         with pytest.raises((av.error.FFmpegError, OSError)):
-            # kernel accepts the TCP connection, but nobody answers DESCRIBE
+            # kernel accepts the TCP connection, but nobody answers DESCRIBE: the client's timeout ends it
             open_stream(srv.url, timeout=(1.5, 1.5))
-        assert time.monotonic() - t0 < 5
         srv.resume()
         with open_stream(srv.url) as c:
             assert len(read_frames(c, 10)) == 10

@@ -17,7 +17,6 @@ import argparse
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -91,14 +90,15 @@ class WriterProcess:
         return len(self.lines(word))
 
     def wait_for(self, predicate, what: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if self.process.poll() is not None:
+        from support.waiting import wait_until
+
+        def done() -> bool:
+            if not predicate() and self.process.poll() is not None:
                 raise AssertionError(f"the writer process exited ({self.process.returncode}) while waiting for {what}; "
                                      f"its log: {self.log[-5:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; its log: {self.log[-5:]}")
-            time.sleep(0.05)
+            return predicate()
+
+        wait_until(done, timeout, what, describe=lambda: f"its log: {self.log[-5:]}")
 
     def stop(self, timeout: float = 60) -> str:
         """Stop the puts and close the writer; what `close` returned."""

@@ -97,9 +97,9 @@ def test_class_absent_from_data_is_listed_but_not_averaged():
     y_true, y_pred = from_matrix(CM)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        r = classification_report(y_true, y_pred, LABELS + ["d"])
+        r = classification_report(y_true, y_pred, [*LABELS, "d"])
     assert r["per_class"]["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-    assert r["confusion_matrix"] == [row + [0] for row in CM] + [[0, 0, 0, 0]]
+    assert r["confusion_matrix"] == [[*row, 0] for row in CM] + [[0, 0, 0, 0]]
     three = classification_report(y_true, y_pred, LABELS)
     # No clip and no prediction: d's scores are undefined, so macro averages stay over a, b, c.
     assert [r[k] for k in ("f1_macro", "precision_macro", "recall_macro", "accuracy")] == \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,9 +15,12 @@ import yaml
 from monitor.cli import main
 from monitor.demo import synthetic
 from monitor.training.dataset import Sample, group_of, grouped_split
-from monitor.training.train import TrainOptions, train
+from monitor.training.train import TrainOptions, TrainResult, train
 from support.assets import asset
+from support.clips import write_clip
 from support.sites import write_site
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 ORDER_CLASSES = ("idle", "walk", "fall", "get_up")  # fall and get_up: the same frames in opposite order
 
@@ -27,17 +31,27 @@ def make_clips(root: Path, actions=ORDER_CLASSES, per_class: int = 6, looks: int
 
     An odd frame count keeps fall and get_up the same frame set when every other frame is sampled.
     """
-    for a, action in enumerate(actions):
+    for action in actions:
         for k in range(per_class):
             motion = 10 * k + synthetic.ACTIONS.index("fall" if action == "get_up" else action) * 100_000
-            clip = synthetic.render_clip(action, frames, size, motion, fps=12.0, look_seed=1000 + k % looks)
-            synthetic.write_video(root / action / f"{action}_g{k // 2:02d}_c{k % 2:02d}.mp4", clip, 12.0)
+            write_clip(root / action / f"{action}_g{k // 2:02d}_c{k % 2:02d}.mp4", action, frames, size, motion,
+                       look_seed=1000 + k % looks)
     return root
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     return make_clips(tmp_path_factory.mktemp("data"), ("idle", "walk", "fall"), per_class=6, frames=16, size=(64, 80))
+
+
+@pytest.fixture(scope="module")
+def inception(small_data, tmp_path_factory) -> tuple[TrainOptions, TrainResult]:
+    """One InceptionV3 + GRU training (75x75, random weights) that several tests read: its options (the
+    bundle and the feature cache it filled from empty) and its result."""
+    root = tmp_path_factory.mktemp("inception")
+    opts = TrainOptions(data=small_data, out=root / "bundle", backbone="inception_v3", weights="none", input_size=(75, 75),
+                        frames=4, epochs=2, units=8, augment=False, cache_dir=root / "cache")
+    return opts, train(opts)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +100,7 @@ def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     assert per_class["fall"]["recall"] >= 0.75 and per_class["get_up"]["recall"] >= 0.75, "the GRU can"
 
 
-@pytest.mark.parametrize("backbone, head, extra", [
-    ("inception_v3", "gru", {"input_size": (75, 75)}),
+@pytest.mark.parametrize("backbone, head, extra", [  # inception_v3 + gru: test_inception_bundle_runs_and_predicts
     ("mobilenet_v2", "lstm", {"input_size": (32, 32)}),
     ("resnet50", "bilstm", {"input_size": (32, 32)}),
     ("vgg16", "gru", {"input_size": (32, 32), "sample_fps": 4.0}),
@@ -100,7 +113,15 @@ def test_each_backbone_and_head_gives_a_bundle_run_and_predict_load(small_data, 
     out = tmp_path / "bundle"
     opts = TrainOptions(data=small_data, out=out, backbone=backbone, weights="none", head=head, frames=4, epochs=1,
                         units=8, augment=False, cache_dir=tmp_path / "cache", **extra)
-    result = train(opts)
+    assert_bundle_runs_and_predicts(out, train(opts), small_data, tmp_path, capsys)
+
+
+def test_inception_bundle_runs_and_predicts(inception, small_data, tmp_path, capsys):
+    opts, result = inception
+    assert_bundle_runs_and_predicts(opts.out, result, small_data, tmp_path, capsys)
+
+
+def assert_bundle_runs_and_predicts(out: Path, result: TrainResult, small_data: Path, tmp_path: Path, capsys) -> None:
     assert (out / "model.yaml").is_file() and (out / "head.keras").is_file()
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert {"accuracy", "f1_macro", "per_class", "confusion_matrix", "labels", "n_clips"} <= set(metrics)
@@ -132,15 +153,14 @@ def test_image_mode_trains_two_outputs(image_csv_data, tmp_path, capsys):
     assert json.loads((out / "evaluation" / "action_class" / "metrics.json").read_text())["labels"] == ["down", "upright"]
     image = image_csv_data.parent / "fall_0.png"
     assert main(["predict", str(out), str(image), "--csv", str(tmp_path / "p.csv")]) == 0
-    row = next(csv.DictReader(open(tmp_path / "p.csv")))
+    with open(tmp_path / "p.csv") as f:
+        row = next(csv.DictReader(f))
     assert row["top1"] in ("idle", "wave", "fall") and row["class_top1"] in ("down", "upright")
 
 
-def test_second_training_reuses_the_feature_cache(small_data, tmp_path):
-    opts = dict(data=small_data, backbone="inception_v3", weights="none", input_size=(75, 75), frames=4, epochs=1,
-                units=8, cache_dir=tmp_path / "cache")
-    first = train(TrainOptions(out=tmp_path / "a", head="gru", **opts))
-    second = train(TrainOptions(out=tmp_path / "b", head="lstm", **opts))
+def test_second_training_reuses_the_feature_cache(inception, small_data, tmp_path):
+    opts, first = inception
+    second = train(dataclasses.replace(opts, out=tmp_path / "b", head="lstm", epochs=1))
     assert first.stats.backbone_frames > 0 and first.stats.cache_hits == 0
     assert second.stats.backbone_frames == 0, "the backbone is not run again"
     clips = sum(1 for _ in small_data.glob("*/*.mp4"))
@@ -192,26 +212,22 @@ def test_bad_training_input(small_data, tmp_path, capsys):
                                                        "expected path,action[,action_class]")
 
 
-def test_unreadable_clip_is_skipped_and_counted(small_data, tmp_path):
-    import shutil
-
+def test_unreadable_clip_is_skipped_and_counted(inception, small_data, tmp_path):
+    opts, _ = inception
     data = tmp_path / "data"
-    shutil.copytree(small_data, data)
+    for clip in small_data.glob("*/*.mp4"):  # links: the features of the good clips come from the cache
+        (data / clip.parent.name).mkdir(parents=True, exist_ok=True)
+        (data / clip.parent.name / clip.name).symlink_to(clip)
     (data / "idle" / "idle_g09_c00.mp4").write_bytes(b"not a video at all")
-    result = train(TrainOptions(data=data, out=tmp_path / "m", backbone="inception_v3", weights="none",
-                                input_size=(75, 75), frames=4, epochs=1, units=8, augment=False,
-                                cache_dir=tmp_path / "cache"))
+    result = train(dataclasses.replace(opts, data=data, out=tmp_path / "m", epochs=1))
     assert result.stats.skipped == [str(data / "idle" / "idle_g09_c00.mp4")]
     manifest = yaml.safe_load((tmp_path / "m" / "model.yaml").read_text())
     assert manifest["evaluation"]["skipped_clips"] == 1
 
 
-def test_evaluate_writes_metrics_and_prints_a_table(small_data, tmp_path, capsys):
-    out = tmp_path / "m"
-    train(TrainOptions(data=small_data, out=out, backbone="inception_v3", weights="none", input_size=(75, 75),
-                       frames=4, epochs=2, units=8, augment=False, cache_dir=tmp_path / "cache"))
-    capsys.readouterr()
-    assert main(["evaluate", str(out), str(small_data), "--out", str(tmp_path / "eval"), "--cache-dir", str(tmp_path / "cache")]) == 0
+def test_evaluate_writes_metrics_and_prints_a_table(inception, small_data, tmp_path, capsys):
+    opts, _ = inception
+    assert main(["evaluate", str(opts.out), str(small_data), "--out", str(tmp_path / "eval"), "--cache-dir", str(opts.cache_dir)]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n_clips"] == 18 and metrics["labels"] == ["fall", "idle", "walk"]
@@ -235,8 +251,7 @@ def test_predict_names_each_unreadable_input_and_exits_2(tiny_bundle, tmp_path, 
     assert errors[1].startswith(f"error: {garbage}: ") and "Invalid data" in errors[1]
     assert len(errors) == 2 and "IndexError" not in err and out == ""
 
-    clip = tmp_path / "walk.mp4"
-    synthetic.write_video(clip, synthetic.render_clip("walk", 12, (64, 80), 1), 12)
+    clip = write_clip(tmp_path / "walk.mp4", "walk", 12, (64, 80))
     assert main(["predict", str(tiny_bundle), str(clip), str(audio), "--csv", str(tmp_path / "p.csv")]) == 2
     out, err = capsys.readouterr()
     assert out.startswith(f"{clip}: ") and f"error: {audio}: no video stream" in err, "the readable one is predicted"
