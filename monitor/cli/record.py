@@ -291,7 +291,7 @@ def _verify(args: argparse.Namespace, engine) -> int:
     log = _anchor_log(args, site)
     notes = []
     with engine.connect() as conn:
-        problems = ledger.verify(conn, evidence_dir, check_files=evidence_dir is not None)
+        problems = ledger.verify(conn, evidence_dir)
         if log is None:
             notes.append("anchors not checked (give --anchors, or set storage.anchor in site.yaml): "
                          "without them a shortened or emptied chain cannot be told from a whole one")

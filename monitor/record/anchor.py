@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,7 +148,7 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"har-monitor anchor key id\0" + key).hexdigest()[:12]
 
 
-def _sign(key: bytes, body: dict) -> str:
+def _sign(key: bytes, body: Mapping[str, object]) -> str:
     return hmac.new(key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from monitor.errors import UserError
+
+if TYPE_CHECKING:
+    import psycopg
 
 SUPPORTED = ("sqlite", "postgresql")
 T = TypeVar("T")
@@ -95,7 +98,7 @@ def _pg_bounds(url: sa.URL, call_seconds: float) -> dict:
             "options": f"{options} {given}" if isinstance(given, str) else options}
 
 
-def _bounded_pg_connection(call_seconds: float) -> type:
+def _bounded_pg_connection(call_seconds: float) -> type[psycopg.Connection[Any]]:
     """psycopg's Connection whose every wait for the server ends after `call_seconds`.
 
     Neither TCP keepalives nor tcp_user_timeout notice a server that is hung but whose kernel
@@ -137,7 +140,7 @@ def write_retrying(engine: Engine, action: Callable[[sa.Connection], T], attempt
     raise AssertionError("unreachable")
 
 
-def _alembic_config(conn: sa.Connection):
+def _alembic_config(conn: sa.Connection | None):
     from alembic.config import Config
 
     config = Config()
@@ -149,7 +152,9 @@ def _alembic_config(conn: sa.Connection):
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+    head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+    assert head is not None  # migrations/versions is never empty
+    return head
 
 
 def schema_revision(conn: sa.Connection) -> str | None:
@@ -167,7 +172,7 @@ def check_schema(engine: Engine, command: str = "har-monitor db upgrade --camera
                              f"this version needs {head}: run `{command}`")
 
 
-def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
+def upgrade(url: str, revision: str = "head") -> tuple[str | None, str | None]:
     """Bring the database to the newest schema (or `revision`); returns (before, after) revisions."""
     from alembic import command
 

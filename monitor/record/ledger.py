@@ -50,7 +50,9 @@ def append(conn: sa.Connection, table: sa.Table, values: dict) -> dict:
     row = {c.name: values.get(c.name) for c in table.columns if c.name not in _NOT_CONTENT}
     row["prev_hash"] = prev
     row["row_hash"] = content_hash(prev, row)
-    seq = conn.execute(table.insert().values(row)).inserted_primary_key[0]
+    key = conn.execute(table.insert().values(row)).inserted_primary_key
+    assert key is not None  # an INSERT of one row
+    seq = key[0]
     if head:
         conn.execute(chain_heads.update().where(chain_heads.c.chain == name).values(seq=seq, row_hash=row["row_hash"]))
     else:
@@ -171,7 +173,10 @@ def verify_evidence(conn: sa.Connection, evidence_root: Path | None = None) -> l
     return problems
 
 
-def verify(conn: sa.Connection, evidence_root: Path | None = None, check_files: bool = True) -> list[Problem]:
-    """The chains, that evidence was recorded, and (with `check_files`) the evidence files' hashes."""
+def verify(conn: sa.Connection, evidence_root: Path | None = None) -> list[Problem]:
+    """The chains, that evidence was recorded, and (given where they are) the evidence files' hashes.
+
+    Without `evidence_root` the files are not checked: a folder guessed wrong would call every file missing.
+    """
     problems = [p for table in CHAINED.values() for p in verify_chain(conn, table)] + verify_evidence_recorded(conn)
-    return problems + (verify_evidence(conn, evidence_root) if check_files else [])
+    return problems + (verify_evidence(conn, evidence_root) if evidence_root is not None else [])

@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -261,7 +262,7 @@ def query(conn: sa.Connection, since: datetime | None = None, camera: str | None
 def violation_view(row: dict, trail: list[dict], signed: list[dict]) -> ViolationView:
     """A violation row with its audit events and signatures (each in `seq` order)."""
     closed = next((json.loads(a["new"]) for a in trail if a["what"] == "closed"), None)
-    evidence = next((json.loads(a["new"]) for a in trail if a["what"] == "evidence"), {})
+    evidence: dict[str, Any] = next((json.loads(a["new"]) for a in trail if a["what"] == "evidence"), {})
     return ViolationView(row, closed["ended_at"] if closed else None,
                          closed["peak_confidence"] if closed else row["confidence"], evidence, signed, trail)
 

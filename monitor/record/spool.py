@@ -29,6 +29,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from monitor.errors import UserError
 from monitor.fileio import fsync_path
@@ -43,7 +44,7 @@ _POSITION = "{:020d} {:020d}\n"  # fixed width: rewritten in place
 class SpoolEntry:
     """One spooled record and where it ends; `record` is None for a line that cannot be read (corrupt)."""
 
-    record: dict | None
+    record: dict[str, Any] | None
     segment: int
     end: int  # byte offset just past its line
     number: int  # records read since the spool was opened, this one included
@@ -98,7 +99,7 @@ class Spool:
         """Records not yet in the database."""
         return self._appended - self._acked_count
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (fsync'd when this returns); OSError if the disk refuses it."""
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         with self._append_lock:
@@ -249,9 +250,10 @@ class Spool:
         os.close(self._fd)
         self._fd, self._tail, self._tail_end = fd, self._tail + 1, 0
 
-    def _parse(self, line: bytes, segment: int, end: int) -> dict | None:
+    def _parse(self, line: bytes, segment: int, end: int) -> dict[str, Any] | None:
         try:
-            return json.loads(line)
+            record: dict[str, Any] = json.loads(line)
+            return record
         except ValueError:  # a complete line that is not JSON: the disk corrupted it
             log.error(kv(event="spool_record_unreadable", segment=str(self._segment(segment)), end=end))
             return None

@@ -85,7 +85,9 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance, ev
             "labels": json.dumps(event.labels, sort_keys=True), "recorded_at": datetime.now(timezone.utc)})
         return True
     if event.kind == "closed":
-        new = {"status": "closed", "ended_at": _utc(event.ended_at).isoformat(), "peak_confidence": float(event.confidence),
+        ended_at = _utc(event.ended_at)
+        assert ended_at is not None  # a closed event has its end
+        new = {"status": "closed", "ended_at": ended_at.isoformat(), "peak_confidence": float(event.confidence),
                "trace": [[round(t, 3), round(c, 4)] for t, c in event.trace], **({"zone": event.zone} if event.zone else {}),
                **({"evidence": evidence} if evidence else {})}
         return audit(conn, f"{event.episode_id}:closed", event.episode_id, "system", "closed", {"status": "open"}, new,

@@ -179,7 +179,8 @@ class StorageConfig(StrictModel):
     evidence_dir: str = Field(default="evidence", description="Folder for evidence clips and snapshots.")
     spool: str = Field(default="spool/events.jsonl", description="Where every record waits, durably (fsync'd), "
                        "until the database has it; written in order, also after a restart.")
-    anchor: AnchorConfig | None = Field(default=None, description=AnchorConfig.__doc__ + " Off unless set.")
+    anchor: AnchorConfig | None = Field(default=None, description="Signed checkpoints of the record's hash chains "
+                                        "(HMAC-SHA256), kept outside the database. Off unless set.")
 
 
 class QAConfig(StrictModel):

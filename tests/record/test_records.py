@@ -25,7 +25,8 @@ def verify(db, capsys, *extra: str) -> tuple[int, list[str]]:
 
 
 def test_an_intact_record_verifies(db, record, capsys):
-    assert verify(db, capsys) == (0, [])
+    _, clip = record
+    assert verify(db, capsys, "--evidence-dir", str(clip.parent)) == (0, [])
 
 
 def test_edited_deleted_and_inserted_rows_are_named(db, record, capsys):

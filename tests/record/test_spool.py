@@ -85,7 +85,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
 
 TestSpoolProperties = SpoolMachine.TestCase
-TestSpoolProperties.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestSpoolProperties.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 
 
 @pytest.fixture
