@@ -1,11 +1,13 @@
 """`har-monitor db | users | violations`: the violation record's schema, its users and QA's review.
 
 Every command that reads the store takes `--cameras site.yaml` (the store named there) or `--db URL`.
+A database that cannot be reached, hangs, or is not one is a message and exit 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import sys
@@ -21,6 +23,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         where.add_argument("--cameras", type=Path, metavar="SITE_YAML", help="use the store named in this site.yaml")
         where.add_argument("--db", metavar="URL", help="a database URL (sqlite:///PATH, postgresql://...)")
 
+    def anchor_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--anchors", type=Path, metavar="FILE", help="the anchor log (default: storage.anchor.log)")
+        p.add_argument("--anchor-key-file", type=Path, metavar="FILE",
+                       help="the anchor key (default: storage.anchor's key, or $HAR_ANCHOR_KEY)")
+
     db = sub.add_parser("db", help="the record's database schema").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="create or migrate the schema to this version's (Alembic)")
     store_args(upgrade)
@@ -32,17 +39,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--role", required=True, choices=["viewer", "reviewer", "admin"])
     add.add_argument("--printed-name", help="the name shown on signatures (default: NAME)")
     add.add_argument("--password-stdin", action="store_true")
-    store_args(add)
-    add.set_defaults(func=cmd_users)
     disable = users.add_parser("disable", help="disable a user (users are never deleted)")
-    disable.add_argument("name")
-    disable.add_argument("--reason", required=True)
-    store_args(disable)
-    disable.set_defaults(func=cmd_users)
+    unlock = users.add_parser("unlock", help="unlock a user locked out by wrong passwords (audited)")
+    for command in (disable, unlock):
+        command.add_argument("name")
+        command.add_argument("--reason", required=True)
+    for command in (add, disable, unlock):
+        store_args(command)
+        command.set_defaults(func=cmd_users)
 
     v = sub.add_parser("violations", help="review the violation record").add_subparsers(dest="violations_command", required=True)
     listing = v.add_parser("list", help="list violations")
-    listing.add_argument("--since", help="e.g. 24h, 7d, or an ISO date")
+    listing.add_argument("--since", help="e.g. 24h, 7d, 1h30m, or an ISO date")
     listing.add_argument("--camera")
     listing.add_argument("--rule")
     listing.add_argument("--severity", choices=["info", "minor", "major", "critical"])
@@ -63,28 +71,68 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--since")
     export.add_argument("--out", required=True, type=Path, metavar="FILE.csv")
     store_args(export)
-    verify = v.add_parser("verify", help="recompute the hash chains and evidence hashes; exit 1 if anything was altered")
+    verify = v.add_parser("verify", help="recompute the hash chains, check them against the anchors and the "
+                                         "evidence files; exit 1 if anything was altered or is missing")
+    verify.add_argument("--evidence-dir", type=Path, metavar="DIR",
+                        help="where the evidence files are (default with --cameras: storage.evidence_dir)")
+    anchor_args(verify)
     store_args(verify)
-    for command in (listing, show, review, export, verify):
+    anchor = v.add_parser("anchor", help="write a signed checkpoint of the chains to the anchor log now")
+    anchor_args(anchor)
+    store_args(anchor)
+    for command in (listing, show, review, export, verify, anchor):
         command.set_defaults(func=cmd_violations)
 
 
-def _database(args: argparse.Namespace) -> tuple[str, Path | None]:
-    """The database URL and the evidence directory."""
-    if args.db:
-        return args.db, None
+def _site(args: argparse.Namespace):
+    """The site.yaml of --cameras (loaded once), or None with --db."""
     from monitor.site.config import load_site
 
-    site = load_site(args.cameras)
-    return site.database_url, site.resolve(site.config.storage.evidence_dir)
+    if args.cameras and not hasattr(args, "loaded_site"):
+        args.loaded_site = load_site(args.cameras)
+    return getattr(args, "loaded_site", None)
 
 
-def _engine(args: argparse.Namespace, check: bool = True):
-    from monitor.record.db import SchemaOutdated, check_schema, create_engine
+def _url(args: argparse.Namespace) -> str:
+    site = _site(args)
+    return site.database_url if site else args.db
 
-    url, _ = _database(args)
+
+def _named(args: argparse.Namespace) -> str:
+    """Where the user gave the database, for messages."""
+    return f"{args.cameras}: storage.url" if args.cameras else "--db"
+
+
+def _store_command(func):
+    """Database errors (unreachable, hung, not a database, refused) become one message and exit 2."""
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        import sqlite3
+
+        import psycopg
+        from sqlalchemy.exc import DBAPIError
+
+        from monitor.record.db import describe_error, shown_url
+        try:
+            return func(args)
+        except (DBAPIError, sqlite3.Error, psycopg.Error) as exc:
+            raise UserError(f"{_named(args)}: {shown_url(_url(args))}: {describe_error(exc)}") from None
+    return run
+
+
+def _engine(args: argparse.Namespace, creating: bool = False):
+    from monitor.record.db import SchemaOutdated, check_schema, create_engine, normalize_url
+
+    url = _url(args)
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if not path.parent.is_dir():
+            raise UserError(f"{_named(args)}: {url}: the directory {path.parent} does not exist")
+        if not creating and not path.exists():
+            raise UserError(f"{_named(args)}: {url}: no such database file (`har-monitor db upgrade` creates one)")
     engine = create_engine(url)
-    if check:
+    if not creating:
         command = f"har-monitor db upgrade {'--db URL' if args.db else f'--cameras {args.cameras}'}"
         try:
             check_schema(engine, command)
@@ -106,27 +154,66 @@ def _password(args: argparse.Namespace, prompt: str) -> str:
 
 
 def parse_since(text: str | None) -> datetime | None:
+    """A duration back from now (the units of rules: 90s, 10m, 24h, 7d, 2w, 1h30m) or an ISO date."""
+    from monitor.durations import parse_duration
+
     if not text:
         return None
-    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
     try:
-        parsed = datetime.fromisoformat(text)
+        seconds = parse_duration(text)
     except ValueError:
-        raise UserError(f"--since: '{text}' is not a duration (24h, 7d) or an ISO date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise UserError(f"--since: '{text}' is not a duration (24h, 7d, 1h30m) or an ISO date") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    try:
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    except OverflowError:
+        raise UserError(f"--since: '{text}' reaches back before the year 1") from None
 
 
+def _anchor_log(args: argparse.Namespace, site=None):
+    """The anchor log and key from --anchors/--anchor-key-file, else from site.yaml; None when there is none."""
+    from monitor.record.anchor import AnchorLog, load_key
+
+    configured = site.anchor_log() if site else None
+    path = getattr(args, "anchors", None) or (configured.path if configured else None)
+    if path is None:
+        return None
+    if getattr(args, "anchor_key_file", None):
+        key = load_key(None, args.anchor_key_file)
+    else:
+        key = configured.key if configured else load_key()
+    return AnchorLog(path, key, configured.ship_to if configured else None)
+
+
+def _anchor_after_write(args: argparse.Namespace, engine) -> None:
+    """A QA command that wrote to the record anchors it, when it has the key (else the daemon will)."""
+    site = _site(args)
+    log = _anchor_log(args, site) if site else None
+    if log is None or log.key is None:
+        return
+    from monitor.record.review import os_actor
+
+    try:
+        with engine.connect() as conn:
+            log.write(conn, f"qa:{os_actor()}")
+    except OSError as exc:
+        print(f"note: anchor not written to {log.path}: {exc.strerror or exc}", file=sys.stderr)
+
+
+@_store_command
 def cmd_db(args: argparse.Namespace) -> int:
     from monitor.record.db import shown_url, upgrade
 
-    url, _ = _database(args)
-    before, after = upgrade(url)
-    print(f"{shown_url(url)}: schema {before or 'none'} -> {after}")
+    _engine(args, creating=True).dispose()  # the same checks of the URL as every command
+    before, after = upgrade(_url(args))
+    print(f"{shown_url(_url(args))}: schema {before or 'none'} -> {after}")
     return 0
 
 
+@_store_command
 def cmd_users(args: argparse.Namespace) -> int:
     from monitor.record import review
 
@@ -137,40 +224,34 @@ def cmd_users(args: argparse.Namespace) -> int:
             raise UserError("the passwords differ")
         _write(engine, lambda conn: review.add_user(conn, args.name, args.role, password, args.printed_name))
         print(f"user {args.name} added ({args.role})")
-    else:
+    elif args.users_command == "disable":
         _write(engine, lambda conn: review.disable_user(conn, args.name, args.reason))
         print(f"user {args.name} disabled")
+    else:
+        _write(engine, lambda conn: review.unlock_user(conn, args.name, args.reason))
+        print(f"user {args.name} unlocked")
+    _anchor_after_write(args, engine)
     return 0
 
 
+@_store_command
 def cmd_violations(args: argparse.Namespace) -> int:
-    from monitor.record import ledger, review
+    from monitor.record import review
 
     engine = _engine(args)
     command = args.violations_command
     if command == "review":
-        password = _password(args, f"password for {args.user} (signing): ")
-        try:
-            signature = _write(engine, lambda conn: review.sign_review(conn, args.id, args.user, password,
-                                                                        args.disposition, args.reason))
-        except review.AuthError as exc:
-            print(f"refused: {exc}", file=sys.stderr)
-            return 1
-        print(f"signed: {args.disposition} by {signature['printed_name']} at {signature['signed_at'].isoformat()} "
-              f"(signature {signature['row_hash'][:16]})")
-        return 0
+        return _review(args, engine)
+    if command == "verify":
+        return _verify(args, engine)
+    if command == "anchor":
+        return _anchor(args, engine)
+    since = parse_since(getattr(args, "since", None))
     with engine.connect() as conn:
-        if command == "verify":
-            _, evidence_dir = _database(args)
-            problems = ledger.verify(conn, evidence_dir)
-            for problem in problems:
-                print(f"ALTERED: {problem}")
-            print("verify: " + (f"{len(problems)} problem(s)" if problems else "ok, every chain and evidence file is intact"))
-            return 1 if problems else 0
         if command == "show":
             _show(review.query(conn, violation_id=args.id)[0])
             return 0
-        views = review.query(conn, since=parse_since(args.since), camera=getattr(args, "camera", None),
+        views = review.query(conn, since=since, camera=getattr(args, "camera", None),
                              rule=getattr(args, "rule", None), severity=getattr(args, "severity", None),
                              status=getattr(args, "status", None))
     if command == "export":
@@ -182,6 +263,65 @@ def cmd_violations(args: argparse.Namespace) -> int:
         review.write_csv(views, None, sys.stdout)
     else:
         _table(views)
+    return 0
+
+
+def _review(args: argparse.Namespace, engine) -> int:
+    from monitor.record import review
+
+    site = _site(args)
+    lockout_after = site.config.qa.lockout_after if site else review.LOCKOUT_AFTER
+    password = _password(args, f"password for {args.user} (signing): ")
+    outcome = _write(engine, lambda conn: review.sign_or_refuse(conn, args.id, args.user, password, args.disposition,
+                                                                args.reason, lockout_after))
+    if isinstance(outcome, review.AuthError):  # committed: the refusal is in the audit trail
+        print(f"refused: {outcome}", file=sys.stderr)
+        return 1
+    print(f"signed: {args.disposition} by {outcome['printed_name']} at {outcome['signed_at'].isoformat()} "
+          f"(signature {outcome['row_hash'][:16]})")
+    _anchor_after_write(args, engine)
+    return 0
+
+
+def _verify(args: argparse.Namespace, engine) -> int:
+    from monitor.record import anchor, ledger
+
+    site = _site(args)
+    evidence_dir = args.evidence_dir or (site.resolve(site.config.storage.evidence_dir) if site else None)
+    log = _anchor_log(args, site)
+    notes = []
+    with engine.connect() as conn:
+        problems = ledger.verify(conn, evidence_dir)
+        if log is None:
+            notes.append("anchors not checked (give --anchors, or set storage.anchor in site.yaml): "
+                         "without them a shortened or emptied chain cannot be told from a whole one")
+        else:
+            anchor_problems, notes = anchor.verify(conn, log)
+            problems += anchor_problems
+    if evidence_dir is None:
+        notes.append("evidence files not checked (give --evidence-dir)")
+    for problem in problems:
+        print(f"{problem.kind}: {problem}")
+    for note in notes:
+        print(f"note: {note}")
+    print("verify: " + (f"{len(problems)} problem(s)" if problems else "ok"))
+    return 1 if problems else 0
+
+
+def _anchor(args: argparse.Namespace, engine) -> int:
+    from monitor.record.review import os_actor
+
+    log = _anchor_log(args, _site(args))
+    if log is None or log.key is None:
+        raise UserError("violations anchor: needs an anchor log and its key (--anchors and $HAR_ANCHOR_KEY or "
+                        "--anchor-key-file, or storage.anchor in site.yaml)")
+    try:
+        with engine.connect() as conn:
+            written = log.write(conn, f"qa:{os_actor()}")
+    except OSError as exc:
+        raise UserError(f"--anchors: cannot write {log.path}: {exc.strerror or exc}") from None
+    print(f"anchored -> {log.path}: " + ", ".join(f"{name} {h.rows} row(s) up to seq {h.seq}"
+                                                  for name, h in written.chains.items()))
     return 0
 
 

@@ -50,7 +50,10 @@ class Metrics:
         self.store_writes = Counter("har_monitor_store_writes_total", "Violation events written to the store", registry=r)
         self.store_errors = Counter("har_monitor_store_write_errors_total", "Failed store writes (retried)", registry=r)
         self.store_pending = Gauge("har_monitor_store_pending", "Violation events waiting to be written", registry=r)
-        self.spool_depth = Gauge("har_monitor_store_spool_depth", "Violation events in the durable local spool (database unreachable)", registry=r)
+        self.spool_depth = Gauge("har_monitor_store_spool_depth", "Records in the durable local spool, not yet in the database", registry=r)
+        self.anchored_rows = Gauge("har_monitor_record_anchored_rows", "Rows of each hash chain covered by the latest anchor", ["chain"], registry=r)
+        self.last_anchor = Gauge("har_monitor_record_last_anchor_timestamp_seconds", "UTC time of the latest anchor of the record", registry=r)
+        self.anchor_errors = Counter("har_monitor_record_anchor_errors_total", "Anchors that could not be written or shipped", registry=r)
         self.rules_reloads = Counter("har_monitor_rules_reloads_total", "Rule set reloads (SIGHUP or a changed file) by result", ["result"], registry=r)
         for result in ("ok", "error"):
             self.rules_reloads.labels(result)
@@ -99,6 +102,12 @@ class Metrics:
         for c in cameras:
             for rule, severity in rules:
                 self.violations.labels(c, rule, severity)
+
+    def anchored(self, anchor) -> None:
+        """A monitor.record.anchor.Anchor was written."""
+        for chain, head in anchor.chains.items():
+            self.anchored_rows.labels(chain).set(head.rows)
+        self.last_anchor.set(anchor.at.timestamp())
 
     def serve(self, host: str, port: int, health: Callable[[], dict] | None = None, shard: str | None = None) -> int:
         """Serve /metrics, /healthz (liveness) and /readyz (readiness); return the port it listens on.

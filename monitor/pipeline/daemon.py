@@ -77,6 +77,7 @@ class Daemon:
         port = p.metrics.serve(cfg.metrics.host, cfg.metrics.port, self.health, shard)
         shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host  # nosec B104  # compares, binds nothing
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
+        p.writer.close_orphans([c.id for c in p.cameras] if p.shard else None)  # after the spool's replay, before new events
         p.writer.thread.start()
         remember_ruleset(p.writer.engine, p.analysis.engine.ruleset.hash, p.analysis.engine.ruleset.text)
         for stage in (p.evidence, p.retention, *(p.notifier.workers if p.notifier else [])):

@@ -211,7 +211,9 @@ def _writer(checked: CheckedSite, shard: tuple[int, int] | None, metrics: Metric
                 on_stored(event, latency)
 
     writer = StoreWriter(site.database_url, prov, spool, stored=stored, failed=metrics.store_errors.inc,
-                         spooled=metrics.spool_depth.set)
+                         spooled=metrics.spool_depth.set, anchors=site.anchor_log(need_key=True),
+                         anchored=metrics.anchored, anchor_failed=metrics.anchor_errors.inc,
+                         evidence_expected=site.config.evidence.enabled)
     _check_schema(site, writer)
     return writer
 
@@ -235,6 +237,7 @@ def _evidence(site: Site, writer: StoreWriter, cameras: list[CameraConfig]) -> E
     try:
         return EvidenceRecorder(root, cfg.pre_roll_seconds, cfg.post_roll_seconds, cfg.fps, cfg.width, cfg.blur_faces,
                                 on_written=lambda ev: writer.put_evidence(ev.episode_id, ev.as_record(root)),
+                                on_error=lambda episode, exc: writer.put_evidence_failed(episode, str(exc)),
                                 zones={c.id: [z.geometry() for z in c.zones] for c in cameras if c.zones})
     except (OSError, ValueError) as exc:
         raise UserError(f"{site.path}: evidence: {exc}") from None

@@ -4,7 +4,7 @@ violations and audit_events are append-only hash chains: each row carries the SH
 content and of the previous row, so an edited, deleted or inserted row breaks the chain
 (`har-monitor violations verify`). A change to a violation (closed, evidence attached,
 reviewed) is a new audit event, never an UPDATE. reviews are electronic signatures, chained too.
-The schema is created and changed only by Alembic migrations (monitor/migrations).
+The schema is created and changed only by Alembic migrations (migrations/versions).
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(256), nullable=False),  # argon2id
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("failed_logins", sa.Integer, nullable=False, default=0),  # wrong passwords in a row (0004)
+    sa.Column("locked_at", UTCDateTime()),  # locked by failed_logins; an admin unlocks (0004)
 )
 
 CHAINED = {"violations": violations, "audit_events": audit_events, "reviews": reviews}

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from monitor.durations import PositiveDuration
 from monitor.errors import UserError
 from monitor.model.zones import MAX_ZONES, MIN_AREA, Zone, polygon_area, self_intersection
 from monitor.site.notify import NotifyConfig
 from monitor.yamlfile import StrictModel, load_model
+
+if TYPE_CHECKING:
+    from monitor.record.anchor import AnchorLog
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 MAX_RETENTION_DAYS = 36525  # 100 years: GMP records are kept long, but a timedelta must stay in range
@@ -153,14 +157,37 @@ class CameraConfig(StrictModel):
         return 1 if self.realtime or self.is_network else 0
 
 
+class AnchorConfig(StrictModel):
+    """Signed checkpoints of the record's hash chains (HMAC-SHA256), kept outside the database."""
+
+    log: str = Field(default="anchors.jsonl", description="The append-only anchor log, on the daemon's disk.")
+    key_env: str = Field(default="HAR_ANCHOR_KEY", description="The environment variable holding the key "
+                         "(at least 32 bytes, e.g. `openssl rand -hex 32`).")
+    key_file: str | None = Field(default=None, description="Or a file holding the key: best one the database's "
+                                 "users cannot read.")
+    every: PositiveDuration = Field(default=300.0, description="How often the daemon anchors (and at "
+                                    "start and stop).")
+    ship_to: str | None = Field(default=None, description="A copy of every anchor elsewhere: a WORM mount, another "
+                                "host's share.")
+
+
 class StorageConfig(StrictModel):
     """Where the violation record and its evidence go."""
 
     url: str = Field(default="sqlite:///violations.db", description="The record's database: `sqlite:///PATH` "
                      "(relative to site.yaml) or `postgresql://user@host/db` (password in `${VAR}`).")
     evidence_dir: str = Field(default="evidence", description="Folder for evidence clips and snapshots.")
-    spool: str = Field(default="spool/events.jsonl", description="Where violation events wait, durably, while the "
-                       "database is unreachable; replayed in order when it returns.")
+    spool: str = Field(default="spool/events.jsonl", description="Where every record waits, durably (fsync'd), "
+                       "until the database has it; written in order, also after a restart.")
+    anchor: AnchorConfig | None = Field(default=None, description="Signed checkpoints of the record's hash chains "
+                                        "(HMAC-SHA256), kept outside the database. Off unless set.")
+
+
+class QAConfig(StrictModel):
+    """The QA commands and console."""
+
+    lockout_after: int = Field(default=5, ge=1, le=100, description="Wrong passwords in a row that lock an account "
+                               "until an admin unlocks it.")
 
 
 class EvidenceConfig(StrictModel):
@@ -218,6 +245,7 @@ class SiteConfig(StrictModel):
     metrics: MetricsConfig = Field(default=MetricsConfig(), description=MetricsConfig.__doc__)
     inference: InferenceConfig = Field(default=InferenceConfig(), description=InferenceConfig.__doc__)
     reconnect: ReconnectConfig = Field(default=ReconnectConfig(), description=ReconnectConfig.__doc__)
+    qa: QAConfig = Field(default=QAConfig(), description=QAConfig.__doc__)
     cameras: list[CameraConfig] = Field(min_length=1, description="The cameras.")
     person_detector: PersonDetectorConfig | None = Field(default=None, description="The detector of zones with "
                                                          "`person_gate: true`.")
@@ -273,6 +301,21 @@ class Site:
         if camera.is_network:
             return camera.url
         return str(self.resolve(camera.url.removeprefix("file://")))
+
+    def anchor_log(self, need_key: bool = False) -> AnchorLog | None:
+        """storage.anchor's log and key (None when anchoring is off); `need_key`: UserError without a key."""
+        from monitor.record.anchor import AnchorLog, load_key
+
+        cfg = self.config.storage.anchor
+        if cfg is None:
+            return None
+        try:
+            key = load_key(cfg.key_env, self.resolve(cfg.key_file) if cfg.key_file else None)
+        except UserError as err:
+            raise UserError([f"{self.path}: {problem}" for problem in err.problems]) from None
+        if key is None and need_key:
+            raise UserError(f"{self.path}: storage.anchor: no key: set ${cfg.key_env}, or storage.anchor.key_file")
+        return AnchorLog(self.resolve(cfg.log), key, self.resolve(cfg.ship_to) if cfg.ship_to else None, cfg.every)
 
     @property
     def notify_targets(self) -> list[str]:

@@ -3,72 +3,30 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 
 import pytest
 import sqlalchemy as sa
 
-from monitor.cli import main
 from monitor.record import ledger
-from monitor.record.db import create_engine, upgrade
-from monitor.record.ledger import audit
+from monitor.record.db import upgrade
 from monitor.record.review import query
 from monitor.record.tables import audit_events, reviews, violations
-from monitor.record.writer import write_event
 from support.daemon import RunningDaemon
-from support.events import PROV, T0, pair
+from support.records import PASSWORD, cli
 from support.sites import write_site
 from support.tcpproxy import TcpProxy
 
-PASSWORD = "correct horse battery"
 
-
-@pytest.fixture
-def record(db, tmp_path):
-    """A record with 3 closed violations, one with evidence files, and one signed review."""
-    upgrade(db.url)
-    engine = create_engine(db.url)
-    clip, snap = tmp_path / "ev" / "clip.mp4", tmp_path / "ev" / "snap.jpg"
-    clip.parent.mkdir()
-    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42 clip bytes")
-    snap.write_bytes(b"\xff\xd8\xff jpeg bytes")
-    from monitor.fileio import sha256_file
-
-    with engine.begin() as conn:
-        for i in range(3):
-            for e in pair(f"ep-{i}", T0 + i):
-                write_event(conn, e, PROV)
-        audit(conn, "ep-1:evidence", "ep-1", "system", "evidence", {},
-              {"clip": {"path": str(clip), "sha256": sha256_file(clip)},
-               "snapshot": {"path": str(snap), "sha256": sha256_file(snap)}}, "evidence written")
-    assert cli(db, "users", "add", "rita", "--role", "reviewer", "--printed-name", "Rita Reviewer", stdin=PASSWORD) == 0
-    assert cli(db, "violations", "review", "ep-1", "--disposition", "confirmed", "--reason", "gloves off on video",
-               "--user", "rita", stdin=PASSWORD) == 0
-    yield engine, clip
-    engine.dispose()
-
-
-def cli(db, *args: str, stdin: str | None = None, monkeypatch=None) -> int:
-    import sys
-
-    argv = [*args, "--db", db.url] + (["--password-stdin"] if stdin is not None else [])
-    old = sys.stdin
-    sys.stdin = io.StringIO((stdin or "") + "\n")
-    try:
-        return main(argv)
-    finally:
-        sys.stdin = old
-
-
-def verify(db, capsys) -> tuple[int, list[str]]:
+def verify(db, capsys, *extra: str) -> tuple[int, list[str]]:
     capsys.readouterr()
-    code = cli(db, "violations", "verify")
-    return code, [line for line in capsys.readouterr().out.splitlines() if line.startswith("ALTERED")]
+    code = cli(db, "violations", "verify", *extra)
+    return code, [line for line in capsys.readouterr().out.splitlines() if line.startswith(("ALTERED", "MISSING"))]
 
 
 def test_an_intact_record_verifies(db, record, capsys):
-    assert verify(db, capsys) == (0, [])
+    _, clip = record
+    assert verify(db, capsys, "--evidence-dir", str(clip.parent)) == (0, [])
 
 
 def test_edited_deleted_and_inserted_rows_are_named(db, record, capsys):
@@ -90,16 +48,17 @@ def test_edited_deleted_and_inserted_rows_are_named(db, record, capsys):
         forged.pop("seq")
         conn.execute(violations.insert().values(forged))
     code, problems = verify(db, capsys)
-    assert any("violations: seq 4 (id ep-forged)" in p for p in problems), problems
+    assert any("violations: seq 4 (id ep-forged): inserted" in p for p in problems), problems
+    assert not any("violations" in p and "removed" in p for p in problems), "a forged row is not a removal"
 
 
 def test_a_changed_or_missing_evidence_file_is_named(db, record, capsys):
     _, clip = record
     clip.write_bytes(b"a different video")
-    code, problems = verify(db, capsys)
+    code, problems = verify(db, capsys, "--evidence-dir", str(clip.parent))
     assert code == 1 and problems == [f"ALTERED: evidence: {clip}: altered: SHA-256 differs (violation ep-1)"]
     clip.unlink()
-    assert verify(db, capsys)[1] == [f"ALTERED: evidence: {clip}: missing (violation ep-1)"]
+    assert verify(db, capsys, "--evidence-dir", str(clip.parent))[1] == [f"ALTERED: evidence: {clip}: missing (violation ep-1)"]
 
 
 def test_signatures_roles_passwords_and_reasons(db, record, capsys):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -21,10 +20,10 @@ from monitor.record.db import (
     shown_url,
     upgrade,
 )
-from monitor.record.review import query
 from monitor.record.tables import audit_events, violations
 from monitor.record.writer import StoreWriter, write_event
 from support.events import PROV, T0, event, pair
+from support.records import Recorder, views
 from support.tcpproxy import TcpProxy
 from support.waiting import wait_until
 
@@ -46,31 +45,6 @@ def apply(engine: sa.Engine, *events: ViolationEvent) -> None:
     for e in events:
         with engine.begin() as conn:
             write_event(conn, e, PROV)
-
-
-def views(db):
-    engine = db.engine()
-    try:
-        with engine.connect() as conn:
-            return query(conn)
-    finally:
-        engine.dispose()
-
-
-class Recorder:
-    def __init__(self):
-        self.stored: list[ViolationEvent] = []
-        self.failures = 0
-        self.depths: list[int] = []
-        self._lock = threading.Lock()
-
-    def on_stored(self, e: ViolationEvent) -> None:
-        with self._lock:
-            self.stored.append(e)
-
-    def on_failed(self) -> None:
-        with self._lock:
-            self.failures += 1
 
 
 @pytest.fixture
@@ -127,14 +101,18 @@ def test_outdated_schema_is_refused_until_upgraded(db):
     engine.dispose()
 
 
-def test_sqlite_runs_in_wal_mode(sqlite_db):
+def test_sqlite_maps_no_shared_memory(sqlite_db, tmp_path):
+    """WAL's index is a shared memory map (-shm): a storage fault under it is a SIGBUS. The store uses a rollback journal."""
+    path = tmp_path / "violations.db"
+    sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").fetchone()  # a database from an earlier version
     upgrade(sqlite_db.url)
     engine = create_engine(sqlite_db.url)
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
+        conn.execute(sa.select(violations)).all()
+        assert not path.with_name("violations.db-shm").exists()
     engine.dispose()
-    path = sqlite_db.url.removeprefix("sqlite:///")
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 @pytest.mark.parametrize("url", ["postgresql://u@h/db", "postgres://u@h/db"])
@@ -175,7 +153,7 @@ def test_postgresql_outage_spools_then_replays_every_event_once_in_order(pg_db, 
     assert [v.row["id"] for v in got] == [f"ep-{i:02d}" for i in range(23)]
     assert all(v.ended_at for v in got) and len(got) == 23
     assert [v.row["seq"] for v in got] == sorted(v.row["seq"] for v in got), "written in the order they happened"
-    assert len(writer.spool) == 0 and not writer.spool.path.exists()
+    assert len(writer.spool) == 0
 
 
 def test_spooled_events_survive_a_restart(db, make_writer, tmp_path):

@@ -51,3 +51,39 @@ class RunningDaemon:
         """`wait_until`, showing the camera metrics when it times out."""
         wait_until(predicate, timeout, what, interval=0.2,
                    describe=lambda: {k: v for k, v in self.scrape().items() if "camera" in str(k)})
+
+
+class DaemonProcess:
+    """`har-monitor run --cameras SITE` in a subprocess (`python -m monitor`): its log lines, SIGTERM, SIGKILL."""
+
+    def __init__(self, site_path: Path, *args: str):
+        import subprocess
+        import sys
+
+        from support.writer_process import checkout_env
+
+        self.process = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--cameras", str(site_path), *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=checkout_env())
+        self.log: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.log.extend(self.process.stdout), daemon=True)
+        self._reader.start()
+
+    def logged(self, needle: str) -> int:
+        return sum(needle in line for line in list(self.log))
+
+    def wait_for_log(self, needle: str, count: int = 1, timeout: float = 120) -> None:
+        def enough() -> bool:
+            if self.logged(needle) < count and self.process.poll() is not None:
+                raise AssertionError(f"the daemon exited ({self.process.returncode}) before logging {needle!r} x{count}: "
+                                     + "".join(self.log[-20:]))
+            return self.logged(needle) >= count
+
+        wait_until(enough, timeout, f"{needle!r} x{count} in the daemon's log", interval=0.1,
+                   describe=lambda: "".join(self.log[-20:]))
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM, as systemd or Kubernetes stop it; its exit status."""
+        self.process.terminate()
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code

@@ -6,6 +6,8 @@
         ...                                      # clients connect to proxy.port
         proxy.pause()    # drop every current connection, refuse new ones (port closed)
         proxy.resume()   # accept again on the SAME port
+        proxy.hang()     # the server hangs: connections stay open, new ones are accepted, nothing answers
+        proxy.resume()   # the hung connections are dropped (like a server restart); new ones work again
     # stop() (or leaving the block) closes everything
 
 `close_all()` only drops the current connections (new ones are still accepted).
@@ -33,6 +35,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self._accepting = threading.Event()
+        self._hung = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> TcpProxy:
@@ -45,9 +48,18 @@ class TcpProxy:
         self.close_all()
 
     def resume(self) -> None:
-        """The server is back, on the same port."""
+        """The server is back, on the same port (after a hang, its connections are dropped: their data was lost)."""
+        if self._hung.is_set():
+            self._hung.clear()
+            self.close_all()
         if self._listener is None:
             self._listen()
+
+    def hang(self) -> None:
+        """The server hangs without refusing: TCP connects and is acknowledged, but no byte is forwarded or answered.
+
+        Unlike `pause()`, nothing fails fast: only a client's own timeouts get it out."""
+        self._hung.set()
 
     def stop(self) -> None:
         self.pause()
@@ -110,6 +122,11 @@ class TcpProxy:
                 threading.Thread(target=self._open, args=(client,), daemon=True).start()
 
     def _open(self, client: socket.socket) -> None:
+        if self._hung.is_set():  # accepted, and then nothing: the client waits for an answer that never comes
+            with self._lock:
+                self._conns.add(client)
+            self._pump(client, None)
+            return
         try:
             upstream = socket.create_connection(self.target, timeout=self.connect_timeout)
             upstream.settimeout(None)
@@ -125,20 +142,22 @@ class TcpProxy:
         for src, dst in ((client, upstream), (upstream, client)):
             threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket | None) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
+                if dst is not None and not self._hung.is_set():  # hung: read (so TCP acknowledges it) and drop
+                    dst.sendall(data)
         except OSError:
             pass
         with self._lock:
             self._conns.discard(src)
             self._conns.discard(dst)
         _abort(src)
-        _abort(dst)
+        if dst is not None:
+            _abort(dst)
 
 
 def _abort(sock: socket.socket) -> None:
