@@ -1,7 +1,7 @@
 """A durable FIFO queue on SQLite: records wait here, in order, until their consumer acknowledges them.
 
 One file holds any number of named channels (e.g. one per notification target). `append` commits
-before it returns, in WAL mode with `synchronous=FULL`: an acknowledged record survives a crash or a
+before it returns (rollback journal, `synchronous=FULL`): an acknowledged record survives a crash or a
 power cut. `read(limit)` returns the oldest records not yet acknowledged; `ack(entry)` says that
 everything up to and including that entry is done, and deletes it. A consumer that dies between
 delivering and acknowledging delivers those records again at the next start (at least once).
@@ -46,7 +46,10 @@ class DurableQueue:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            # A rollback journal, no memory map: WAL maps its -shm file, and a storage fault under a map is a
+            # SIGBUS that kills the process; this way it is an sqlite3.Error (the record's spool reasons the same)
+            self._db.execute("PRAGMA journal_mode=DELETE")
+            self._db.execute("PRAGMA mmap_size=0")
             self._db.execute("PRAGMA synchronous=FULL")  # a commit is on the disk when append returns
             self._db.execute("CREATE TABLE IF NOT EXISTS queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "channel TEXT NOT NULL, record TEXT NOT NULL)")

@@ -61,7 +61,8 @@ def settings(args: argparse.Namespace):
                     Scope(cfg.site, zones),
                     cameras=[(c.id, ", ".join(zones[c.id]), c.is_network) for c in site.cameras],
                     metrics_url=f"http://{host}:{cfg.metrics.port}/metrics" if cfg.metrics.port else None,
-                    bundles=find_bundles([site.model_dir.parent, *args.models]), site_name=cfg.site, **common)
+                    bundles=find_bundles([site.model_dir.parent, *args.models]), site_name=cfg.site,
+                    lockout_after=cfg.qa.lockout_after, **common)
 
 
 def cmd_console(args: argparse.Namespace) -> int:

@@ -69,6 +69,7 @@ class Settings:
     site_name: str = ""
     idle_seconds: float = 15 * 60
     absolute_seconds: float = 8 * 3600
+    lockout_after: int = 5  # wrong passwords in a row that lock an account (site.yaml qa.lockout_after)
     login_limit: int = 5  # failed password checks per client ...
     login_window: float = 15 * 60  # ... within this many seconds
     max_upload_bytes: int = 50 << 20

@@ -79,20 +79,18 @@ async def login(request: Request) -> Response:
     if wait > 0:
         return c.render(request, "login.html", status=429, next=target,
                         error=f"Too many failed sign-ins from this computer: try again in {wait / 60:.0f} min.")
-    try:
-        row = await run_in_threadpool(c.read, lambda conn: review.authenticate(conn, name, password))
-    except review.AuthError:
+    # the record's own check: a refusal is an audit event and counts towards the account's lockout
+    row = await run_in_threadpool(c.write, lambda conn: review.authenticate_or_refuse(
+        conn, name, password, c.settings.lockout_after, purpose="login"))
+    if isinstance(row, review.AuthError):
         failures = c.throttle.failed(client)
-        known = await run_in_threadpool(c.user_row, name) if name else None
-        # a name that is no user is not written down: people type their password there by mistake
-        await run_in_threadpool(c.audit, known.name if known else "unknown", "login_failed",
-                                {"user": known.name if known else "", "client": client, "failures": failures},
-                                "console sign-in refused: wrong user name or password")
         if failures == c.throttle.limit:
             await run_in_threadpool(c.audit, "system", "login_rate_limited", {"client": client, "failures": failures},
                                     f"{failures} failed sign-ins within {c.throttle.window / 60:g} min")
+        locked = "locked" in str(row)
         return c.render(request, "login.html", status=401, next=target, user_name=name,
-                        error="Wrong user name or password.")
+                        error="This account is locked after too many wrong passwords: an admin must unlock it."
+                        if locked else "Wrong user name or password.")
     c.sessions.drop(session.id)  # a new id once signed in: an id seen before signing in is worth nothing
     signed = c.sessions.new(row.name)
     await run_in_threadpool(c.audit, row.name, "signed_in", {"client": client}, "console sign-in")
@@ -216,16 +214,14 @@ async def sign(request: Request) -> Response:
         session.flash = f"Too many wrong passwords from this computer: try again in {wait / 60:.0f} min."
         return _redirect(here)
     try:
-        signature = await run_in_threadpool(c.write, lambda conn: review.sign_review(
-            conn, vid, user.name, str(form.get("password", "")), disposition, reason))
-    except review.AuthError as exc:
-        failures = c.throttle.failed(client)
-        await run_in_threadpool(c.audit, user.name, "signature_refused", {"client": client, "failures": failures},
-                                f"console signature refused: {exc}", vid)
-        session.flash = "Not signed: the password is wrong."
-        return _redirect(here)
+        signature = await run_in_threadpool(c.write, lambda conn: review.sign_or_refuse(
+            conn, vid, user.name, str(form.get("password", "")), disposition, reason, c.settings.lockout_after))
     except UserError as exc:
         session.flash = f"Not signed: {'; '.join(exc.problems)}."
+        return _redirect(here)
+    if isinstance(signature, review.AuthError):  # recorded by the record as signature_refused
+        c.throttle.failed(client)
+        session.flash = f"Not signed: {signature}."
         return _redirect(here)
     session.sign_form = {}
     session.flash = (f"Signed: {signature['meaning'].replace('_', ' ')} by {signature['printed_name']} at "

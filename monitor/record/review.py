@@ -111,8 +111,9 @@ def unlock_user(conn: sa.Connection, name: str, reason: str, actor: str | None =
 
 
 def _refused(conn: sa.Connection, name: str, known: bool, why: str, purpose: str) -> None:
-    """An audit event `<purpose>_refused` (a name that is not a user's is not stored: it may be a password)."""
-    shown = name if known or USER_NAME.fullmatch(name) else "<not a user name>"
+    """An audit event `<purpose>_refused`. A name that is no user's is not stored: it may be a password typed
+    into the wrong field, and a password can look like any user name."""
+    shown = name if known else "<unknown>"
     audit(conn, f"{purpose}_refused:{uuid.uuid4()}", None, shown if known else "unknown", f"{purpose}_refused",
           {}, {"user": shown}, why)
 

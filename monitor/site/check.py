@@ -43,7 +43,8 @@ def camera_problems(site: Site, probe_network: bool) -> list[str]:
 
 
 def file_problems(site: Site) -> list[str]:
-    """The person detector's model and the MQTT TLS files must exist (and the detector be a MoveNet model)."""
+    """The person detector's model and the MQTT TLS files must exist (and the detector be a MoveNet model); the
+    record's anchor key must be given when anchoring is on."""
     cfg, problems = site.config, []
     if cfg.person_detector is not None:
         try:
@@ -55,6 +56,10 @@ def file_problems(site: Site) -> list[str]:
         value = getattr(mqtt, name, None)
         if value is not None and not site.resolve(value).is_file():
             problems.append(f"{site.path}: notify.mqtt.{name}: file not found: {site.resolve(value)}")
+    try:
+        site.anchor_log(need_key=True)  # the daemon signs the record's anchors: it refuses to start without the key
+    except UserError as err:
+        problems += err.problems
     return problems
 
 

@@ -209,27 +209,32 @@ def test_evidence_only_by_the_id_of_a_violation_of_this_site(record, console, re
     assert b"site:" not in response.body()
 
 
-def test_failed_sign_ins_are_limited_per_client_and_audited(browser, record, console):
+def test_failed_sign_ins_are_limited_per_client_audited_and_lock_the_account(browser, record, console):
+    from monitor.record.review import unlock_user
+
     p, _ = browser
-    client = "192.0.2.7"  # as a reverse proxy on this host reports it (X-Forwarded-For; TEST-NET, never contacted)
-    api = p.request.new_context(base_url=console.base, extra_http_headers={"X-Forwarded-For": client})
-    statuses = []
-    for _ in range(7):
+
+    def attempt(client: str, password: str) -> int:
+        api = p.request.new_context(base_url=console.base, extra_http_headers={"X-Forwarded-For": client})
         csrf = re.search(r'name="csrf" value="([^"]+)"', api.get("/login").text()).group(1)
-        statuses.append(api.post("/login", form={"csrf": csrf, "user": "rita", "password": "guess"}).status)
-    assert statuses == [401] * 5 + [429] * 2
-    csrf = re.search(r'name="csrf" value="([^"]+)"', api.get("/login").text()).group(1)
-    assert api.post("/login", form={"csrf": csrf, "user": "rita", "password": PASSWORD}).status == 429, \
-        "even the right password waits"
-    failed = [e for e in audit_rows(record.url, what="login_failed") if client in e["new"]]
-    assert len(failed) == 5 and all(e["actor"] == "rita" for e in failed)
+        status = api.post("/login", form={"csrf": csrf, "user": "lena", "password": password}, max_redirects=0).status
+        api.dispose()
+        return status
+
+    client = "192.0.2.7"  # as a reverse proxy on this host reports it (X-Forwarded-For; TEST-NET, never contacted)
+    statuses = [attempt(client, "guess") for _ in range(7)]
+    assert statuses == [401] * 5 + [429] * 2, "this computer waits after five failures"
+    assert attempt(client, PASSWORD) == 429, "even the right password waits"
+    refused = audit_rows(record.url, what="login_refused")
+    assert len(refused) == 5 and all(e["actor"] == "lena" for e in refused), "each failure is in the audit trail"
     assert [e for e in audit_rows(record.url, what="login_rate_limited") if client in e["new"]]
-    api.dispose()
-    other = p.request.new_context(base_url=console.base, extra_http_headers={"X-Forwarded-For": "192.0.2.8"})
-    csrf = re.search(r'name="csrf" value="([^"]+)"', other.get("/login").text()).group(1)
-    signed_in = other.post("/login", form={"csrf": csrf, "user": "rita", "password": PASSWORD}, max_redirects=0)
-    assert signed_in.status == 303, "another client is not locked out"
-    other.dispose()
+    assert audit_rows(record.url, what="user_locked"), "five wrong passwords in a row lock the account (Part 11)"
+    assert attempt("192.0.2.8", PASSWORD) == 401, "locked on every computer until an admin unlocks it"
+    engine = create_engine(record.url)
+    with engine.begin() as conn:
+        unlock_user(conn, "lena", "verified by phone", actor="ada")
+    engine.dispose()
+    assert attempt("192.0.2.8", PASSWORD) == 303, "another computer signs in once the account is unlocked"
 
 
 def test_session_cookies_are_httponly_samesite_and_secure_behind_https(browser, console, reviewer):

@@ -131,7 +131,8 @@ def test_unknown_users_and_viewers_are_refused_and_audited(db, record, capsys):
     assert review(db, capsys, "ep-2", "my secret password!")[0] == 1  # typed into the wrong field
     refused = trail(engine, "signature_refused")
     assert [(json.loads(r["new"])["user"], r["why"]) for r in refused] == [
-        ("vic", "a viewer may not sign"), ("nobody", "unknown user"), ("<not a user name>", "unknown user")]
+        ("vic", "a viewer may not sign"), ("<unknown>", "unknown user"), ("<unknown>", "unknown user")]
+    assert "nobody" not in json.dumps([r["new"] for r in refused]), "a name that is no user's may be a password"
     with engine.connect() as conn:
         assert "secret" not in json.dumps([dict(r) for r in conn.execute(sa.select(audit_events)).mappings()], default=str)
 

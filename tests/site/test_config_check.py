@@ -242,3 +242,14 @@ def test_check_probe_never_shows_a_camera_password(rtsp_site, monkeypatch, capfd
     out, err = capfd.readouterr()
     assert f"error: {rtsp_site}:" in err and "cameras[0].url" in err
     assert_only_redacted(out + err, "rtsp://viewer:***@127.0.0.1:1/stream")
+
+
+def test_anchoring_without_its_key_is_refused_by_check(site, monkeypatch, capsys):
+    """The daemon would refuse to start without the key that signs the record's anchors: check says so first."""
+    edit(site, lambda d: d["storage"].update(anchor={"log": "anchors.jsonl", "key_env": "HAR_TEST_ANCHOR_KEY"}))
+    monkeypatch.delenv("HAR_TEST_ANCHOR_KEY", raising=False)
+    code, errors = check(site, capsys)
+    assert code == 2 and errors == [f"error: {site}: storage.anchor: no key: set $HAR_TEST_ANCHOR_KEY, "
+                                    "or storage.anchor.key_file"]
+    monkeypatch.setenv("HAR_TEST_ANCHOR_KEY", "0123456789abcdef0123456789abcdef-a-key")
+    assert check(site, capsys)[0] == 0

@@ -143,6 +143,7 @@ def add_users(url: str) -> None:
         add_user(conn, "rita", "reviewer", PASSWORD, "Rita Meyer")
         add_user(conn, "vic", "viewer", PASSWORD, "Victor Viewer")
         add_user(conn, "ada", "admin", PASSWORD, "Ada Admin")
+        add_user(conn, "lena", "reviewer", PASSWORD, "Lena Lock")  # the one the lockout test locks
     engine.dispose()
 
 
