@@ -85,7 +85,7 @@ class Daemon:
                 raise RuntimeError(f"the daemon did not start (exit {self.proc.returncode}): see {path}")
             time.sleep(0.2)
 
-    def signal(self, sig: int) -> None:
+    def send(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
@@ -183,10 +183,10 @@ def inject(fault: str, rng: random.Random, daemon: Daemon, db: Database, rtsp: R
     elif fault == "rules_broken":
         good = rules.read_text()
         rules.write_text(good + "\n  - {id: broken, kind: forbidden}\n")  # no action: refused, the old set runs on
-        daemon.signal(signal.SIGHUP)
+        daemon.send(signal.SIGHUP)
         time.sleep(hold)
         rules.write_text(good)
-        daemon.signal(signal.SIGHUP)
+        daemon.send(signal.SIGHUP)
     elif fault in ("sigterm", "sigkill"):
         daemon.stop(signal.SIGTERM if fault == "sigterm" else signal.SIGKILL)
         daemon.start()
@@ -225,6 +225,8 @@ def main() -> int:
     ap.add_argument("--site", type=Path, help="a demo site.yaml to use (default: build one)")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temp dir)")
     ap.add_argument("--no-postgres", action="store_true", help="keep the record in SQLite")
+    ap.add_argument("--faults", help="these faults, in this order, instead of random ones for --seconds "
+                                     "(e.g. db_hung,sigkill: the test suite's short run)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     root = args.dir or Path(tempfile.mkdtemp(prefix="har-chaos-"))
@@ -247,10 +249,13 @@ def main() -> int:
     injected: Counter[str] = Counter()
     try:
         daemon.start()
+        planned = args.faults.split(",") if args.faults else None
         end = time.monotonic() + args.seconds
-        while time.monotonic() < end:
+        while (planned if planned is not None else time.monotonic() < end):
             time.sleep(rng.uniform(2.0, 6.0))  # let episodes open and close between faults
-            fault = rng.choice(faults)
+            fault = planned.pop(0) if planned is not None else rng.choice(faults)
+            if fault not in faults:
+                raise SystemExit(f"--faults: unknown or unavailable fault {fault!r} (available: {', '.join(faults)})")
             log(f"fault: {fault}")
             inject(fault, rng, daemon, db, rtsp, root / "rules.yaml")
             injected[fault] += 1

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from support.assets import REPO
 from support.daemon import RunningDaemon
 from support.waiting import wait_until
 
@@ -121,3 +122,12 @@ def test_sigterm_drains_and_exits_0_and_no_secret_leaks(demo_site, tmp_path):
     assert "event=camera_down camera=dock-door" in log and "event=daemon_stopped" in log
     stored = rows(tmp_path / "v.db")
     assert stored and all(r["status"] == "closed" for r in stored), "the store was flushed on SIGTERM"
+
+
+def test_a_short_chaos_run_loses_no_episode_and_leaves_a_verified_record(demo_site, tmp_path):
+    """bench/chaos.py's short run: every fault once; every logged episode stored once, closed, with its evidence."""
+    faults = "db_hung,camera_stall,sigkill,rules_broken,db_refused,camera_kill,sigterm"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "chaos.py"), "--site", str(demo_site),
+                             "--dir", str(tmp_path), "--faults", faults], capture_output=True, text=True, timeout=900)
+    assert result.stdout.splitlines()[-1] == "chaos: ok", result.stdout[-3000:] + result.stderr[-3000:]
+    assert "sigkill 1" in result.stdout and "db_hung 1" in result.stdout
