@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from monitor.errors import UserError
+from monitor.ops.logs import redact_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -44,10 +45,15 @@ def normalize_url(url: str) -> sa.URL:
 
 
 def shown_url(url: str | sa.URL) -> str:
+    """The URL without its password. A string is redacted by the rule that needs no parsing (everything
+    up to the last "@" before the host): a password may hold any character, "@" and "/" included."""
+    if isinstance(url, sa.URL):
+        return url.render_as_string(hide_password=True)
     try:
-        return (url if isinstance(url, sa.URL) else make_url(url)).render_as_string(hide_password=True)
+        make_url(url)
     except (ArgumentError, ValueError):
-        return "<unparsable>"
+        return "<unparsable>"  # not a URL: it may be anything, a bare password included
+    return redact_url(url)
 
 
 # Every database call is bounded, so that a database that accepts connections and never answers

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -93,6 +92,22 @@ class PersonDetectorConfig(StrictModel):
                                 "check that saw a person (a missed detection does not cut a window short).")
 
 
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _host(url: str) -> str:
+    """The host of scheme://[user[:password]@]host[:port][/path], found without a URL parser: the
+    credentials end at the LAST "@" (a password may hold "@", "/", "[" or "#", which confuse urlsplit)."""
+    authority = url.split("://", 1)[1]
+    authority = authority[authority.rfind("@") + 1:]
+    for end in "/?#":
+        authority = authority.split(end, 1)[0]
+    if authority.startswith("["):  # [IPv6]:port
+        return authority[1:authority.find("]")] if "]" in authority else ""
+    return authority.rsplit(":", 1)[0]
+
+
 class CameraConfig(StrictModel):
     """One camera: a network stream or a video file."""
 
@@ -138,16 +153,16 @@ class CameraConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _url_form(cls, url: str) -> str:
-        scheme = urlsplit(url).scheme.lower()
+        scheme = _scheme(url)
         if "://" in url and scheme not in NETWORK_SCHEMES and scheme != "file":
             raise ValueError(f"unsupported scheme '{scheme}://' (expected one of {', '.join(NETWORK_SCHEMES)} or a file path)")
-        if scheme in NETWORK_SCHEMES and not urlsplit(url).hostname:
+        if scheme in NETWORK_SCHEMES and not _host(url):
             raise ValueError("URL has no host")
         return url
 
     @property
     def is_network(self) -> bool:
-        return urlsplit(self.url).scheme.lower() in NETWORK_SCHEMES
+        return _scheme(self.url) in NETWORK_SCHEMES
 
     @property
     def decoder_threads(self) -> int:

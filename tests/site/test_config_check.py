@@ -253,3 +253,13 @@ def test_anchoring_without_its_key_is_refused_by_check(site, monkeypatch, capsys
                                     "or storage.anchor.key_file"]
     monkeypatch.setenv("HAR_TEST_ANCHOR_KEY", "0123456789abcdef0123456789abcdef-a-key")
     assert check(site, capsys)[0] == 0
+
+
+@pytest.mark.parametrize("password", ["pa[ss]word", "p@ss/w#rd?", "x]y"])
+def test_camera_passwords_with_any_character_are_accepted_and_never_shown(site, password, monkeypatch, capsys):
+    """Brackets made Python's URL parser call the URL an invalid IPv6 address: the host is found after the last @."""
+    edit(site, lambda d: d["cameras"].append({"id": "door", "url": "rtsp://viewer:${DOOR_PASS}@10.0.0.21/stream1"}))
+    monkeypatch.setenv("DOOR_PASS", password)
+    assert main(["check", "--cameras", str(site)]) == 0
+    out = capsys.readouterr()
+    assert password not in out.out + out.err
