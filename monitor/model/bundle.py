@@ -46,6 +46,8 @@ class WindowSpec(StrictModel):
 class HeadSpec(StrictModel):
     kind: str = "gru"
     file: str = "head.keras"
+    parameters: int | None = None  # weights in the head (all members of an ensemble), from its summary
+    members: int = Field(default=1, ge=1)  # an ensemble's models, averaged inside the head file
 
 
 class ModelManifest(StrictModel):
@@ -55,7 +57,10 @@ class ModelManifest(StrictModel):
     window: WindowSpec = WindowSpec()
     labels: list[str] = Field(min_length=2)
     groups: dict[str, list[str]] = Field(default_factory=dict)
+    # the names of a two-output head's second output (action_class), in the output's order
+    action_classes: list[str] = Field(default_factory=list)
     head: HeadSpec = HeadSpec()
+    training: dict = Field(default_factory=dict)  # how the head was trained: schedule, folds, augmentation
     evaluation: dict = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -64,6 +69,8 @@ class ModelManifest(StrictModel):
             raise ValueError("labels must be unique")
         if any(not label or len(label) > 64 for label in self.labels):
             raise ValueError("labels must be 1 to 64 characters long")
+        if len(set(self.action_classes)) != len(self.action_classes):
+            raise ValueError("action_classes must be unique")
         for group, members in self.groups.items():
             unknown = sorted(set(members) - set(self.labels))
             if unknown:

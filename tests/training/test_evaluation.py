@@ -11,8 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.training.evaluation import (bootstrap_ci, classification_report, format_report, mcnemar, plot_confusion_matrix,
-                                         plot_training_curves, write_metrics)
+from monitor.training.evaluation import (
+    bootstrap_ci,
+    classification_report,
+    format_report,
+    mcnemar,
+    plot_confusion_matrix,
+    plot_training_curves,
+    write_metrics,
+)
 
 # Rows = true, columns = predicted. Column sums a=5, b=3, c=2; row sums (support) 4, 3, 3.
 CM = [[3, 1, 0],
