@@ -1,4 +1,4 @@
-"""`har-monitor train | evaluate | predict`: the ML engineer's commands."""
+"""`har-monitor train | evaluate | predict | models compare`: the ML engineer's commands."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--top-k", type=int, default=3)
     predict.set_defaults(func=cmd_predict)
 
+    models = sub.add_parser("models", help="work with model bundles")
+    commands = models.add_subparsers(dest="models_command", required=True)
+    compare = commands.add_parser("compare", help="two bundles on the same labelled clips: per-class deltas, the clips "
+                                                  "they disagree on, McNemar's test and a verdict")
+    compare.add_argument("old", type=Path, metavar="OLD")
+    compare.add_argument("new", type=Path, metavar="NEW")
+    compare.add_argument("data", type=Path, metavar="DATA", help="labelled clips (as for evaluate)")
+    compare.add_argument("--out", type=Path, metavar="DIR", help="also write compare.json there")
+    compare.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "har-monitor" / "features")
+    compare.set_defaults(func=cmd_compare)
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from monitor.training.train import TrainOptions, train
@@ -86,4 +97,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from monitor.training.infer import predict
 
     predict(args.model, args.paths, args.top_k, args.csv)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from monitor.training.compare import compare
+
+    compare(args.old, args.new, args.data, args.out, args.cache_dir)
     return 0
