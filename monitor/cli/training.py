@@ -25,7 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--members", type=int, default=10, help="models trained on all training clips (seeds differ) and "
                                                                "averaged in the head (default 10)")
     train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--units", type=int, default=128, help="recurrent / dense units of the head")
+    train.add_argument("--units", type=int, default=32, help="recurrent / dense units of each member of the head (default 32)")
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="flip, crop and speed jitter of training clips")
     train.add_argument("--balance", action="store_true", help="down-sample classes to the smallest instead of weighting them")
     train.add_argument("--seed", type=int, default=0)

@@ -53,7 +53,7 @@ class TrainOptions:
     folds: int = 5  # grouped cross-validation folds that measure the recipe; 1: none
     members: int = 10  # heads trained on all training clips with different seeds, averaged in the head file
     batch_size: int = 32
-    units: int = 128
+    units: int = 32  # per member: ten small heads vary less across seeds than one large one
     augment: bool = True
     balance: bool = False
     seed: int = 0
