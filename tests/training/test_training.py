@@ -42,6 +42,15 @@ def small_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def small_model(small_data, tmp_path_factory) -> Path:
+    """One model on small_data (InceptionV3 75x75 random weights, one GRU(8), 2 epochs), shared by the evaluate tests."""
+    out = tmp_path_factory.mktemp("small_model") / "m"
+    train(TrainOptions(data=small_data, out=out, backbone="inception_v3", weights="none", input_size=(75, 75), frames=4,
+                       epochs=2, folds=1, members=1, units=8, augment=False, cache_dir=out.parent / "cache"))
+    return out
+
+
+@pytest.fixture(scope="module")
 def image_csv_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("images")
     rows = []
@@ -207,12 +216,9 @@ def test_unreadable_clip_is_skipped_and_counted(small_data, tmp_path):
     assert manifest["evaluation"]["skipped_clips"] == 1
 
 
-def test_evaluate_writes_metrics_and_prints_a_table(small_data, tmp_path, capsys):
-    out = tmp_path / "m"
-    train(TrainOptions(data=small_data, out=out, backbone="inception_v3", weights="none", input_size=(75, 75),
-                       frames=4, epochs=2, folds=1, members=1, units=8, augment=False, cache_dir=tmp_path / "cache"))
-    capsys.readouterr()
-    assert main(["evaluate", str(out), str(small_data), "--out", str(tmp_path / "eval"), "--cache-dir", str(tmp_path / "cache")]) == 0
+def test_evaluate_writes_metrics_and_prints_a_table(small_data, small_model, tmp_path, capsys):
+    assert main(["evaluate", str(small_model), str(small_data), "--out", str(tmp_path / "eval"),
+                 "--cache-dir", str(small_model.parent / "cache")]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n_clips"] == 18 and metrics["labels"] == ["fall", "idle", "walk"]
@@ -243,72 +249,60 @@ def test_cross_validation_reports_the_folds_and_every_epoch(small_data, tmp_path
     assert (f"cross-validation over 2 folds (each validated on sources its model never saw): accuracy "
             f"{cv['accuracy_mean']:.2f} ± {cv['accuracy_std']:.2f}") in captured.out
     assert "head: 2 model(s) trained on all training clips for 3 epochs (the last epoch's weights kept), averaged" in captured.out
-    assert "event=head_trained kind=gru members=2 epochs=3 kept_epoch=3" in captured.err
+
+    # the model summary: parameters in the log and in model.yaml
+    import keras
+
+    head = keras.models.load_model(out / "head.keras", compile=False)
+    manifest = yaml.safe_load((out / "model.yaml").read_text())
+    assert manifest["head"]["parameters"] == head.count_params() > 0
+    # each member: GRU(8) over 2048 standardized features, 3 * (8 * (2048 + 8) + 2 * 8) weights, Dense(3)
+    assert ":GRU=49392" in training["member_layers"] and "action:Dense=27" in training["member_layers"]
+    assert head.count_params() == 2 * (49392 + 27)
+    assert f"event=head_trained kind=gru members=2 epochs=3 kept_epoch=3 parameters={head.count_params()}" in captured.err
+    assert f'event=head_summary member_layers="{training["member_layers"]}"' in captured.err
 
     # the averaged members are one head file: the daemon's classifier loads it as it is
     from monitor.pipeline.classifier import Classifier
 
-    manifest = yaml.safe_load((out / "model.yaml").read_text())
     classifier = Classifier(out / "head.keras", manifest["labels"], 4, 2048)
     probs = classifier.probabilities(np.zeros((3, 4, 2048), np.float32))
     assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
     assert manifest["head"]["members"] == 2
 
 
-def test_the_model_summary_is_logged_and_in_model_yaml(small_data, tmp_path, capsys):
-    import keras
-
-    out = tmp_path / "m"
-    assert main(["train", str(small_data), "--out", str(out), "--backbone", "inception_v3", "--weights", "none",
-                 "--input-size", "75", "--frames", "4", "--epochs", "1", "--folds", "1", "--members", "1", "--units", "8", "--no-augment",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
-    err = capsys.readouterr().err
-    head = keras.models.load_model(out / "head.keras", compile=False)
-    manifest = yaml.safe_load((out / "model.yaml").read_text())
-    assert manifest["head"]["parameters"] == head.count_params() > 0
-    # GRU(8) over 2048 standardized features: 3 * (8 * (2048 + 8) + 2 * 8) weights
-    assert ":GRU=49392" in manifest["training"]["member_layers"]
-    assert f"event=head_trained kind=gru members=1 epochs=1 kept_epoch=1 parameters={head.count_params()}" in err
-    assert "event=head_summary member_layers=" in err and "action:Dense=27" in err
-
-
-def test_evaluate_without_out_keeps_the_training_report(small_data, tmp_path, capsys):
-    out = tmp_path / "m"
-    train(TrainOptions(data=small_data, out=out, backbone="inception_v3", weights="none", input_size=(75, 75),
-                       frames=4, epochs=1, folds=1, members=1, units=8, augment=False, cache_dir=tmp_path / "cache"))
-    trained = (out / "evaluation" / "metrics.json").read_text()
+def test_evaluate_without_out_keeps_the_training_report(small_data, small_model, tmp_path, capsys):
+    trained = (small_model / "evaluation" / "metrics.json").read_text()
     other = tmp_path / "other"
     for action in ("fall", "walk"):
         shutil.copytree(small_data / action, other / action)
-    assert main(["evaluate", str(out), str(other), "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert (out / "evaluation" / "metrics.json").read_text() == trained, "train's test report is left alone"
-    report = out / "evaluations" / "other"
+    assert main(["evaluate", str(small_model), str(other), "--cache-dir", str(small_model.parent / "cache")]) == 0
+    assert (small_model / "evaluation" / "metrics.json").read_text() == trained, "train's test report is left alone"
+    report = small_model / "evaluations" / "other"
     assert json.loads((report / "metrics.json").read_text())["n_clips"] == 12
     assert f"report: {report}" in capsys.readouterr().out
 
 
-def test_evaluate_reports_confidence_intervals(small_data, tmp_path, capsys):
-    out = tmp_path / "m"
-    train(TrainOptions(data=small_data, out=out, backbone="inception_v3", weights="none", input_size=(75, 75),
-                       frames=4, epochs=1, folds=1, members=1, units=8, augment=False, cache_dir=tmp_path / "cache"))
-    assert main(["evaluate", str(out), str(small_data), "--out", str(tmp_path / "e"), "--cache-dir", str(tmp_path / "cache")]) == 0
+def test_evaluate_reports_confidence_intervals(small_data, small_model, tmp_path, capsys):
+    assert main(["evaluate", str(small_model), str(small_data), "--out", str(tmp_path / "e"),
+                 "--cache-dir", str(small_model.parent / "cache")]) == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     ci = metrics["ci95"]
     assert ci["unit"] == "group" and ci["units"] == 9  # 18 clips, two per session: sessions are resampled
     assert ci["accuracy"][0] <= metrics["accuracy"] <= ci["accuracy"][1]
     assert f"95% CI {ci['accuracy'][0]:.2f}-{ci['accuracy'][1]:.2f}" in capsys.readouterr().out
-    assert "ci95" in yaml.safe_load((out / "model.yaml").read_text())["evaluation"]["test"]
+    assert "ci95" in yaml.safe_load((small_model / "model.yaml").read_text())["evaluation"]["test"]
 
 
 @pytest.mark.parametrize("head, recurrent", [("conv3d", "GRU"), ("conv3d_lstm", "LSTM")])
-def test_conv3d_heads_have_batch_norm_dropout_and_a_recurrent_layer(small_data, tmp_path, head, recurrent):
-    """The seeds' 3D CNN + LSTM/GRU: 3D convolutions (batch-normalised, dropout), then a recurrent layer over time."""
-    import keras
+def test_conv3d_heads_have_batch_norm_dropout_and_a_recurrent_layer(head, recurrent):
+    """The seeds' 3D CNN + LSTM/GRU: 3D convolutions (batch-normalised, dropout), then a recurrent layer over time.
 
-    out = tmp_path / "m"
-    train(TrainOptions(data=small_data, out=out, backbone="raw", head=head, input_size=(16, 16), frames=8, epochs=1,
-                       folds=1, members=1, units=8, augment=False, cache_dir=tmp_path / "cache"))
-    model = keras.models.load_model(out / "head.keras", compile=False)
+    (Trained end to end on raw frames in test_each_backbone_and_head_gives_a_bundle_run_and_predict_load.)
+    """
+    from monitor.model.heads import build_head
+
+    model = build_head(head, 8, 16 * 16 * 3, 3, units=8, frame_size=(16, 16))
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds.count("Conv3D") == 3 and kinds.count("BatchNormalization") == 3 and kinds.count("Dropout") >= 3
     assert kinds.index(recurrent) > max(i for i, k in enumerate(kinds) if k == "Conv3D"), "recurrent after the convolutions"
