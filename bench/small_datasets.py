@@ -84,7 +84,7 @@ def real(out: Path) -> None:
     cut("intel_store-aisle-detection.mp4", clips("train", "walk", "store-aisle", starts(0, 4.4, hop=1.0)))
     cut("intel_worker-zone-detection.mp4", clips("test", "walk", "worker-zone", starts(0, 4.7, hop=1.0)))
     segments = []
-    for person, (enter, stand, leave, gone) in PEOPLE.items():
+    for person, (_walk_in, stand, leave, _gone) in PEOPLE.items():
         split = "train" if person in TRAIN_PEOPLE else "test"
         # a 1.5 s segment around each walk (in, out), and a few of the standing still
         segments += clips(split, "walk", f"person{person}", [stand - SEGMENT - 0.2, leave - 0.3])
