@@ -1,4 +1,4 @@
-"""`har-monitor train | evaluate | predict`: the ML engineer's commands."""
+"""`har-monitor train | evaluate | predict | models compare`: the ML engineer's commands."""
 
 from __future__ import annotations
 
@@ -21,13 +21,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     train.add_argument("--frames", type=int, default=16, help="frames per window T (default 16)")
     train.add_argument("--sample-fps", type=positive, help="sample clips at this rate (default: --frames spread evenly over each clip)")
     train.add_argument("--stride", type=int, help="classify every S new frames at run time (default T/4)")
-    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--epochs", type=int, default=40, help="epochs of every fit; the last epoch's weights are kept (default 40)")
+    train.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds reporting how well the recipe "
+                                                            "generalizes (default 5; 1: none)")
+    train.add_argument("--members", type=int, default=10, help="models trained on all training clips (seeds differ) and "
+                                                               "averaged in the head (default 10)")
     train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--units", type=int, default=128, help="recurrent / dense units of the head")
+    train.add_argument("--units", type=int, default=32, help="recurrent / dense units of each member of the head (default 32)")
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="flip, crop and speed jitter of training clips")
     train.add_argument("--balance", action="store_true", help="down-sample classes to the smallest instead of weighting them")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--test", type=Path, metavar="DATA2", help="a separate test set (then DATA is split 85/15 into train/validation)")
+    train.add_argument("--test", type=Path, metavar="DATA2", help="a separate test set (default: 15%% of DATA's groups)")
     train.add_argument("--group-regex", help="regex whose first group names a clip's source (default: UCF101 _gNN_, HMDB51 source name)")
     train.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "har-monitor" / "features")
 
@@ -36,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     evaluate = sub.add_parser("evaluate", help="score a model bundle on labelled clips")
     evaluate.add_argument("model", type=Path, metavar="MODEL_DIR")
     evaluate.add_argument("data", type=Path, metavar="DATA")
-    evaluate.add_argument("--out", type=Path, metavar="DIR", help="where to write metrics.json and the PNGs (default MODEL_DIR/evaluation)")
+    evaluate.add_argument("--out", type=Path, metavar="DIR", help="where to write metrics.json and the PNGs (default MODEL_DIR/evaluations/DATA_NAME)")
     evaluate.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "har-monitor" / "features")
 
     evaluate.set_defaults(func=cmd_evaluate)
@@ -48,6 +52,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     predict.add_argument("--top-k", type=int, default=3)
     predict.set_defaults(func=cmd_predict)
 
+    models = sub.add_parser("models", help="work with model bundles")
+    commands = models.add_subparsers(dest="models_command", required=True)
+    compare = commands.add_parser("compare", help="two bundles on the same labelled clips: per-class deltas, the clips "
+                                                  "they disagree on, McNemar's test and a verdict")
+    compare.add_argument("old", type=Path, metavar="OLD")
+    compare.add_argument("new", type=Path, metavar="NEW")
+    compare.add_argument("data", type=Path, metavar="DATA", help="labelled clips (as for evaluate)")
+    compare.add_argument("--out", type=Path, metavar="DIR", help="also write compare.json there")
+    compare.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "har-monitor" / "features")
+    compare.set_defaults(func=cmd_compare)
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from monitor.training.train import TrainOptions, train
@@ -56,7 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     size = (args.input_size, args.input_size) if args.input_size else None
     opts = TrainOptions(data=args.data, out=args.out, backbone=args.backbone, weights=args.weights, head=args.head,
                         frames=args.frames, sample_fps=args.sample_fps, stride=args.stride, input_size=size,
-                        epochs=args.epochs, batch_size=args.batch_size, units=args.units, augment=args.augment,
+                        epochs=args.epochs, folds=args.folds, members=args.members, batch_size=args.batch_size,
+                        units=args.units, augment=args.augment,
                         balance=args.balance, seed=args.seed, test=args.test, group_regex=args.group_regex,
                         cache_dir=args.cache_dir)
     result = train(opts)
@@ -65,6 +81,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(format_report(result.report, title=f"test set ({result.report['n_clips']} clips)"))
     if result.report2:
         print(format_report(result.report2, title="action class"))
+    if result.cv:
+        print(result.cv.describe())
+    print(f"head: {result.members} model(s) trained on all training clips for {args.epochs} epochs (the last epoch's "
+          f"weights kept), averaged")
     print(f"bundle: {result.bundle}")
     return 0
 
@@ -82,4 +102,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import_tensorflow()
     predict(args.model, args.paths, args.top_k, args.csv)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from monitor.training.compare import compare
+
+    compare(args.old, args.new, args.data, args.out, args.cache_dir)
     return 0

@@ -73,6 +73,10 @@ class HeadSpec(StrictModel):
 
     kind: str = Field(default="gru", description="The head's kind (`har-monitor train --head`).")
     file: str = Field(default="head.keras", description="The head's Keras file, in the bundle.")
+    parameters: int | None = Field(default=None, ge=0, le=10**10, description="Weights in the head (every member "
+                                   "of an ensemble), from its summary (information only).")
+    members: int = Field(default=1, ge=1, le=100, description="The models of an ensemble, averaged inside the "
+                         "head file (`train --members`).")
 
 
 class ModelManifest(StrictModel):
@@ -85,7 +89,11 @@ class ModelManifest(StrictModel):
     labels: list[str] = Field(min_length=2, description="The head's output labels, in order (1 to 64 characters).")
     groups: dict[str, list[str]] = Field(default_factory=dict, description="Names for sets of labels that rules "
                                          "may name (a group's confidence is its labels' summed).")
+    action_classes: list[str] = Field(default_factory=list, description="A two-output image head's second output "
+                                      "(action_class) names, in the output's order.")
     head: HeadSpec = Field(default=HeadSpec(), description=HeadSpec.__doc__)
+    training: dict[str, Any] = Field(default_factory=dict, description="How the head was trained: schedule, folds, "
+                                     "cross-validation, augmentation (information only).")
     evaluation: dict[str, Any] = Field(default_factory=dict, description="The test-set evaluation `train` wrote "
                              "(information only).")
 
@@ -95,6 +103,8 @@ class ModelManifest(StrictModel):
             raise ValueError("labels must be unique")
         if any(not label or len(label) > 64 for label in self.labels):
             raise ValueError("labels must be 1 to 64 characters long")
+        if len(set(self.action_classes)) != len(self.action_classes):
+            raise ValueError("action_classes must be unique")
         for group, members in self.groups.items():
             unknown = sorted(set(members) - set(self.labels))
             if unknown:

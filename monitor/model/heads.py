@@ -7,16 +7,18 @@ import numpy as np
 from monitor.errors import UserError
 
 RECURRENT_HEADS = ("gru", "lstm", "bilstm")
-HEADS = (*RECURRENT_HEADS, "conv3d", "image")
+FRAME_HEADS = ("conv3d", "conv3d_lstm")  # learn from the pixels themselves (backbone raw)
+HEADS = (*RECURRENT_HEADS, *FRAME_HEADS, "image")
 
 
 def build_head(kind: str, frames: int, dim: int, n_classes: int, units: int = 128,
                mean: np.ndarray | None = None, variance: np.ndarray | None = None, dropout: float = 0.3,
-               frame_size: tuple[int, int] | None = None, n_groups: int = 0):
+               frame_size: tuple[int, int] | None = None, n_groups: int = 0, name: str | None = None):
     """A head over windows [T, D]; its first output, `action`, gives the label probabilities.
 
     gru / lstm / bilstm: recurrent over embeddings, standardized with the training set's statistics.
-    conv3d: a small 3D CNN over raw frames (backbone `raw`: D = H*W*3), trained end to end.
+    conv3d / conv3d_lstm: 3D convolutions over raw frames (backbone `raw`: D = H*W*3), then a GRU / LSTM
+    over their time steps, trained end to end.
     image: one frame (T = 1) -> action, plus `action_class` when `n_groups` > 0.
     """
     import keras
@@ -32,14 +34,11 @@ def build_head(kind: str, frames: int, dim: int, n_classes: int, units: int = 12
         x = layers.Dropout(dropout / 2)(x)
         recurrent = layers.GRU if kind == "gru" else layers.LSTM
         x = layers.Bidirectional(recurrent(units))(x) if kind == "bilstm" else recurrent(units)(x)
-    elif kind == "conv3d":
+    elif kind in FRAME_HEADS:
         if frame_size is None or frame_size[0] * frame_size[1] * 3 != dim:
-            raise UserError("head: conv3d learns from frames: use the raw backbone (--backbone raw)")
-        x = layers.Reshape((frames, *frame_size, 3))(x)
-        for filters in (16, 32, 64):
-            x = layers.Conv3D(filters, 3, padding="same", activation="relu")(x)
-            x = layers.MaxPooling3D((1 if filters == 16 else 2, 2, 2), padding="same")(x)
-        x = layers.GlobalAveragePooling3D()(x)
+            raise UserError(f"head: {kind} learns from frames: use the raw backbone (--backbone raw)")
+        recurrent = layers.LSTM if kind == "conv3d_lstm" else layers.GRU
+        x = _conv3d_recurrent(layers.Reshape((frames, *frame_size, 3))(x), recurrent, units, dropout)
     else:  # image
         if frames != 1:
             raise UserError("head: the image head classifies single frames (frames: 1)")
@@ -49,7 +48,31 @@ def build_head(kind: str, frames: int, dim: int, n_classes: int, units: int = 12
     outputs = [layers.Dense(n_classes, activation="softmax", name="action")(x)]
     if n_groups:
         outputs.append(layers.Dense(n_groups, activation="softmax", name="action_class")(x))
-    return keras.Model(inputs, outputs if n_groups else outputs[0], name=f"{kind}_head")
+    return keras.Model(inputs, outputs if n_groups else outputs[0], name=name or f"{kind}_head")
+
+
+def _conv3d_recurrent(frames, recurrent, units: int, dropout: float):
+    """3D convolutions learn short motions (each batch-normalised, then dropout); pooling keeps half the time
+    steps, and the recurrent layer learns the order of those motions over the window."""
+    from keras import layers
+
+    x = frames
+    steps = frames.shape[1]
+    for i, filters in enumerate((16, 32, 64)):
+        x = layers.Conv3D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling3D((2 if i == 1 and steps >= 4 else 1, 2, 2), padding="same")(x)
+        x = layers.Dropout(dropout / 3)(x)
+    x = layers.TimeDistributed(layers.GlobalAveragePooling2D())(x)  # [T', filters]
+    return recurrent(units)(x)
+
+
+def summary(model) -> tuple[int, str]:
+    """Parameter count and one line naming each layer with its parameters (for logs and model.yaml)."""
+    parts = [f"{layer.name}:{type(layer).__name__}={layer.count_params()}" for layer in model.layers
+             if type(layer).__name__ != "InputLayer"]
+    return int(model.count_params()), " ".join(parts)
 
 
 def first_output(out):

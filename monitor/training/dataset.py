@@ -74,28 +74,42 @@ def video_folder(root: Path, group_regex: str | None = None) -> Dataset:
     return Dataset(tuple(samples), tuple(c.name for c in classes))
 
 
-def image_csv(path: Path, labels: tuple[str, ...] | None = None, labels2: tuple[str, ...] | None = None) -> Dataset:
-    """`path,action[,action_class]` rows; paths relative to the CSV. Label order: given, or sorted."""
+def image_csv(path: Path, labels: tuple[str, ...] | None = None, labels2: tuple[str, ...] | None = None,
+              group_regex: str | None = None) -> Dataset:
+    """`path,action[,action_class]` rows; paths relative to the CSV. Label order: given (a model's), or sorted.
+
+    An image is its own group unless `group_regex` names its source (frames of one video or camera).
+    """
     if not path.is_file():
         raise UserError(f"{path}: file not found")
+    regex = _compile(group_regex)
     with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    columns = list(rows[0]) if rows else []
+        reader = csv.DictReader(f)
+        rows = [(reader.line_num, row) for row in reader]
+    columns = list(reader.fieldnames or [])
     if columns[:2] != ["path", "action"] or len(columns) > 3 or (len(columns) == 3 and columns[2] != "action_class"):
         raise UserError(f"{path}: line 1: columns are {columns or 'missing'}; expected path,action[,action_class]")
+    missing = [f"{path}:{line}: {next(c for c in columns if not row.get(c))}: missing"
+               for line, row in rows if not all(row.get(c) for c in columns)]
+    if missing:
+        raise UserError(missing)
     two = len(columns) == 3
-    labels = labels or tuple(sorted({r["action"] for r in rows}))
-    labels2 = (labels2 or tuple(sorted({r["action_class"] for r in rows}))) if two else ()
+    labels = labels or tuple(sorted({r["action"] for _, r in rows}))
+    labels2 = (labels2 or tuple(sorted({r["action_class"] for _, r in rows}))) if two else ()
     problems, samples = [], []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         image = (path.parent / row["path"]).resolve()
         if not image.is_file():
             problems.append(f"{path}:{line}: path: image not found: {row['path']}")
         elif row["action"] not in labels:
             problems.append(f"{path}:{line}: action: '{row['action']}' is not one of the model's labels")
+        elif two and row["action_class"] not in labels2:  # only when the model's classes are given
+            problems.append(f"{path}:{line}: action_class: '{row['action_class']}' is not one of the model's "
+                            f"action classes ({', '.join(labels2)})")
         else:
             label2 = labels2.index(row["action_class"]) if two else None
-            samples.append(Sample(image, labels.index(row["action"]), image.stem, label2))
+            group = group_of(image, regex) if regex else image.stem
+            samples.append(Sample(image, labels.index(row["action"]), group, label2))
     if problems:
         raise UserError(problems)
     return Dataset(tuple(samples), labels, labels2, kind="image")
@@ -139,6 +153,32 @@ def grouped_split(samples: tuple[Sample, ...], fractions: tuple[float, ...], see
             filled[target] += len(by_group[g])
             parts[target] += by_group[g]
     return parts
+
+
+def grouped_folds(samples: tuple[Sample, ...] | list[Sample], k: int, seed: int) -> list[list[int]]:
+    """Indices of the validation clips of up to k folds: every group in one fold, each class's groups dealt in turn.
+
+    A class with a single group is never held out (a fold without it could not learn it): it is trained
+    on in every fold and its clips are not validated. Folds that receive no group are dropped.
+    """
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        by_group[s.group].append(i)
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for group, members in sorted(by_group.items()):
+        by_class[samples[members[0]].label].append(group)
+    rng = random.Random(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    turn = 0  # carried across classes, so that the folds stay the same size
+    for label in sorted(by_class):
+        groups = by_class[label]
+        if len(groups) < 2:
+            continue
+        rng.shuffle(groups)
+        for group in groups:
+            folds[turn % k] += by_group[group]
+            turn += 1
+    return [sorted(f) for f in folds if f]
 
 
 def _compile(pattern: str | None) -> re.Pattern | None:

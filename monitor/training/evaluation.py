@@ -74,6 +74,62 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: 
     }
 
 
+def _macro_f1(cm: np.ndarray) -> float:
+    """Macro F1 from a confusion matrix, over the classes seen in truth or prediction (as classification_report)."""
+    tp = np.diag(cm).astype(float)
+    seen = (cm.sum(0) + cm.sum(1)) > 0
+    denominator = cm.sum(0) + cm.sum(1)  # 2TP + FP + FN
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return float(f1[seen].mean()) if seen.any() else 0.0
+
+
+def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int, groups: Sequence[str] | None = None,
+                 resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Percentile bootstrap intervals of accuracy and macro F1.
+
+    With `groups` that hold more than one clip, whole groups are resampled: clips cut from one source
+    are not independent, and resampling them one by one would make the interval too narrow.
+    Seeded, so a report is reproducible.
+    """
+    t, p = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    names = list(groups) if groups is not None else []
+    by_group = len(set(names)) < len(names)
+    units = [np.flatnonzero(np.array(names) == g) for g in dict.fromkeys(names)] if by_group else \
+        [np.array([i]) for i in range(len(t))]
+    rng = np.random.default_rng(seed)
+    accuracy, f1 = np.empty(resamples), np.empty(resamples)
+    for b in range(resamples):
+        idx = np.concatenate([units[u] for u in rng.integers(0, len(units), len(units))])
+        cm = np.bincount(t[idx] * n_classes + p[idx], minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+        accuracy[b], f1[b] = np.trace(cm) / len(idx), _macro_f1(cm)
+    tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    return {"accuracy": [_r(v) for v in np.percentile(accuracy, tails)],
+            "f1_macro": [_r(v) for v in np.percentile(f1, tails)],
+            "level": level, "unit": "group" if by_group else "clip", "units": len(units), "resamples": resamples}
+
+
+def mcnemar(old_right: Sequence[bool], new_right: Sequence[bool]) -> dict:
+    """McNemar's test on paired decisions: do two models err on the same clips as often as chance allows?
+
+    Only the discordant clips count: `old_only` (the old model right, the new wrong) and `new_only`.
+    Under "no difference" each is Binomial(n, 1/2): exact two-sided p below 25 discordant clips,
+    else the chi-square approximation with continuity correction.
+    """
+    old, new = np.asarray(old_right, bool), np.asarray(new_right, bool)
+    if old.shape != new.shape:
+        raise ValueError(f"paired decisions needed: {old.shape} vs {new.shape}")
+    b, c = int((old & ~new).sum()), int((~old & new).sum())
+    n = b + c
+    if n == 0:
+        p, test = 1.0, "exact"
+    elif n < 25:
+        p, test = min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n), "exact"
+    else:
+        chi2 = (abs(b - c) - 1) ** 2 / n
+        p, test = math.erfc(math.sqrt(chi2 / 2)), "chi2"
+    return {"old_only": b, "new_only": c, "p_value": float(f"{p:.4g}"), "test": test}
+
+
 def _abbreviations(labels: list[str], width: int) -> tuple[list[str], bool]:
     """Column headers cut to `width`; falls back to indices when the cut makes two alike."""
     cut = [label[:width] for label in labels]
@@ -92,9 +148,14 @@ def format_report(report: dict, title: str = "") -> str:
         c = report["per_class"][label]
         lines.append(f"{label:<{name_w}}  {c['precision']:>9.4f}  {c['recall']:>9.4f}  {c['f1']:>9.4f}  {c['support']:>7d}")
     lines.append("")
-    lines.append(f"{'accuracy':<{name_w}}  {'':>9}  {'':>9}  {report['accuracy']:>9.4f}  {report['n_clips']:>7d}")
+    ci = report.get("ci95")
+    lines.append(f"{'accuracy':<{name_w}}  {'':>9}  {'':>9}  {report['accuracy']:>9.4f}  {report['n_clips']:>7d}"
+                 + (f"  95% CI {ci['accuracy'][0]:.2f}-{ci['accuracy'][1]:.2f}" if ci else ""))
     lines.append(f"{'macro avg':<{name_w}}  {report['precision_macro']:>9.4f}  {report['recall_macro']:>9.4f}  "
-                 f"{report['f1_macro']:>9.4f}  {report['n_clips']:>7d}")
+                 f"{report['f1_macro']:>9.4f}  {report['n_clips']:>7d}"
+                 + (f"  95% CI {ci['f1_macro'][0]:.2f}-{ci['f1_macro'][1]:.2f} (f1)" if ci else ""))
+    if ci:
+        lines.append(f"(bootstrap over {ci['units']} {ci['unit']}s, {ci['resamples']} resamples)")
 
     cm: list[list[int]] = report["confusion_matrix"]
     cell_w = max(5, len(str(max((v for row in cm for v in row), default=0))))

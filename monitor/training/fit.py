@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 
 import numpy as np
 
 from monitor.model.heads import build_head
 from monitor.model.windowing import clip_windows
-from monitor.ops.logs import kv
-
-log = logging.getLogger(__name__)
 
 
 def windows_dataset(features: list[np.ndarray], labels: list, frames: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,18 +38,20 @@ def balance(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.nda
 def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, kind: str = "gru", units: int = 64,
              epochs: int = 40, batch_size: int = 32, seed: int = 0, x_val: np.ndarray | None = None,
              y_val: np.ndarray | None = None, n_groups: int = 0, weighted: bool = True,
-             frame_size: tuple[int, int] | None = None, patience: int = 6, verbose: int = 0):
-    """Train a head; early stopping on validation loss restores the best weights; LR halves on plateaus.
+             frame_size: tuple[int, int] | None = None, on_epoch: Callable[[int, dict], None] | None = None,
+             name: str | None = None):
+    """Train a head for exactly `epochs` epochs and keep the last weights; the learning rate halves on plateaus.
 
-    `y` holds action indices, or [action, action_class] pairs when `n_groups` > 0.
-    Returns the model and its history.
+    The schedule does not look at the validation windows (they are only scored each epoch): a handful of
+    validation clips is too few to stop on (see crossval.py).
+    `y` holds action indices, or [action, action_class] pairs when `n_groups` > 0. Returns the model and its history.
     """
     import keras
 
     keras.utils.set_random_seed(seed)
     flat = x.reshape(-1, x.shape[-1])
     model = build_head(kind, x.shape[1], x.shape[2], n_classes, units, flat.mean(0), flat.var(0) + 1e-12,
-                       frame_size=frame_size, n_groups=n_groups)
+                       frame_size=frame_size, n_groups=n_groups, name=name)
     targets = _targets(y, n_groups)
     if n_groups:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"action": "sparse_categorical_crossentropy",
@@ -61,16 +60,29 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, kind: str = "gru", un
     else:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     validation = (x_val, _targets(y_val, n_groups)) if x_val is not None and len(x_val) else None
-    watch = "val_loss" if validation else "loss"
-    callbacks = [keras.callbacks.EarlyStopping(monitor=watch, patience=patience, restore_best_weights=True),
-                 keras.callbacks.ReduceLROnPlateau(monitor=watch, factor=0.5, patience=max(1, patience // 2))]
+    callbacks = [keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=3)]
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, logs or {})))
     # Keras applies class_weight to single-output models only; two-output image models use balance instead.
     weights = class_weights(y, n_classes) if weighted and not n_groups else None
     history = model.fit(x, targets, validation_data=validation, epochs=epochs, batch_size=batch_size,
-                        shuffle=True, verbose=verbose, callbacks=callbacks, class_weight=weights)
-    log.info(kv(event="head_trained", kind=kind, windows=len(x), epochs=len(history.history["loss"]),
-                loss=round(float(history.history["loss"][-1]), 4)))
+                        shuffle=True, verbose=0, callbacks=callbacks, class_weight=weights)
     return model, {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+def ensemble(models: list, name: str):
+    """One Keras model averaging the members' outputs: the bundle keeps one head file, the daemon loads it unchanged."""
+    import keras
+
+    if len(models) == 1:
+        return models[0]
+    inputs = keras.Input(models[0].input_shape[1:], name="embeddings")
+    outs = [m(inputs) for m in models]
+    if isinstance(outs[0], (list, tuple)):  # two outputs: average each
+        merged = [keras.layers.Average(name=n)([o[i] for o in outs]) for i, n in enumerate(("action", "action_class"))]
+    else:
+        merged = keras.layers.Average(name="action")(outs)
+    return keras.Model(inputs, merged, name=name)
 
 
 def _targets(y: np.ndarray | None, n_groups: int):

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from monitor.errors import UserError
-from monitor.model.bundle import Bundle, load_bundle
+from monitor.model.bundle import MANIFEST, Bundle, load_bundle
 from monitor.model.windowing import clip_windows
-from monitor.training.dataset import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Dataset, image_csv, video_folder
+from monitor.training.dataset import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Dataset, Sample, image_csv, video_folder
 from monitor.training.features import ExtractStats, FeatureCache, backbone_key, extract
 from monitor.training.fit import clip_probabilities, predict_outputs
 from monitor.training.progress import progress_bar
-from monitor.training.train import evaluate_clips, sampling_of
+from monitor.training.train import clip_outputs, clip_reports, sampling_of
 
 
 def _load(model_dir: Path):
@@ -38,14 +39,26 @@ def _cache(bundle: Bundle, backbone, cache_dir: Path | None) -> FeatureCache | N
     return FeatureCache(cache_dir, backbone_key(spec.name, bundle.weights_location(), backbone.input_size, spec.seed))
 
 
-def evaluate(model_dir: Path, data_path: Path, out: Path | None = None, cache_dir: Path | None = None) -> dict:
-    """Score a bundle on labelled clips; write metrics.json and PNGs to `out` (default MODEL_DIR/evaluation)."""
-    from monitor.training.evaluation import format_report, write_metrics
+@dataclass(frozen=True)
+class Scored:
+    """A bundle's clip-level probabilities on labelled clips: one array [clips, classes] per head output."""
 
+    bundle: Bundle
+    data: Dataset  # labels in the bundle's order
+    samples: tuple[Sample, ...]  # the readable clips, in the order of the rows of `probs`
+    probs: tuple[np.ndarray, ...]
+    skipped: int  # unreadable clips
+
+    def reports(self) -> list[dict]:
+        return clip_reports(self.probs, list(self.samples), self.data)
+
+
+def score(model_dir: Path, data_path: Path, cache_dir: Path | None = None) -> Scored:
+    """Run a bundle over labelled clips (sampled and windowed as in training and live)."""
     bundle, backbone, model = _load(model_dir)
-    groups = _action_classes(bundle)
+    classes = action_classes(bundle, model)
     if bundle.manifest.head.kind == "image":
-        data = image_csv(data_path, tuple(bundle.labels), tuple(groups) if groups else None)
+        data = image_csv(data_path, tuple(bundle.labels), tuple(classes) or None)
     else:
         data = _relabel(video_folder(data_path), bundle, data_path)
     stats = ExtractStats()
@@ -55,21 +68,46 @@ def evaluate(model_dir: Path, data_path: Path, out: Path | None = None, cache_di
     kept = [(f, s) for f, s in zip(feats, data.samples, strict=True) if f is not None]
     if not kept:
         raise UserError(f"{data_path}: no readable clip")
-    reports = evaluate_clips(model, [f for f, _ in kept], [s for _, s in kept], bundle.manifest.window, data)
-    out = out or (model_dir / "evaluation")
+    probs = clip_outputs(model, [f for f, _ in kept], bundle.manifest.window)
+    return Scored(bundle, data, tuple(s for _, s in kept), tuple(probs), len(set(stats.skipped)))
+
+
+def evaluate(model_dir: Path, data_path: Path, out: Path | None = None, cache_dir: Path | None = None) -> dict:
+    """Score a bundle on labelled clips; write metrics.json and PNGs to `out`.
+
+    The default, MODEL_DIR/evaluations/<DATA name>, keeps the test report that training wrote (MODEL_DIR/evaluation).
+    """
+    from monitor.training.evaluation import format_report, write_metrics
+
+    scored = score(model_dir, data_path, cache_dir)
+    reports = scored.reports()
+    out = out or default_report_dir(model_dir, data_path)
     history_file = model_dir / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
     write_metrics(reports[0], out, history)
-    print(format_report(reports[0], title=f"{model_dir.name} on {data_path} ({len(kept)} clips"
-                                           f"{f', {len(set(stats.skipped))} unreadable skipped' if stats.skipped else ''})"))
+    skipped = f", {scored.skipped} unreadable skipped" if scored.skipped else ""
+    print(format_report(reports[0], title=f"{model_dir.name} on {data_path} ({len(scored.samples)} clips{skipped})"))
     if len(reports) > 1:
         write_metrics(reports[1], out / "action_class")
         print(format_report(reports[1], title="action class"))
+    print(f"report: {out}")
     return reports[0]
 
 
-def _action_classes(bundle: Bundle) -> list[str]:
-    return list(bundle.manifest.groups) if bundle.manifest.head.kind == "image" else []
+def default_report_dir(model_dir: Path, data_path: Path) -> Path:
+    return model_dir / "evaluations" / (data_path.stem if data_path.is_file() else data_path.name)
+
+
+def action_classes(bundle: Bundle, model) -> list[str]:
+    """The names of a two-output head's action_class output; [] for a one-output head."""
+    if len(model.outputs) < 2:
+        return []
+    # bundles written before action_classes was recorded: training sorted them by name
+    names = bundle.manifest.action_classes or sorted(bundle.manifest.groups)
+    if len(names) != model.outputs[1].shape[-1]:
+        raise UserError(f"{bundle.path / MANIFEST}: action_classes: {len(names)} names for the head's "
+                        f"{model.outputs[1].shape[-1]} action classes")
+    return list(names)
 
 
 def _relabel(data: Dataset, bundle: Bundle, source: Path) -> Dataset:
@@ -78,7 +116,7 @@ def _relabel(data: Dataset, bundle: Bundle, source: Path) -> Dataset:
     if unknown:
         raise UserError(f"{source}: classes not in the model's labels: {', '.join(unknown)} (model: {', '.join(bundle.labels)})")
     mapping = {i: bundle.labels.index(name) for i, name in enumerate(data.labels)}
-    samples = tuple(type(s)(s.path, mapping[s.label], s.group) for s in data.samples)
+    samples = tuple(Sample(s.path, mapping[s.label], s.group) for s in data.samples)
     return Dataset(samples, tuple(bundle.labels))
 
 
@@ -95,7 +133,7 @@ def predict(model_dir: Path, paths: list[Path], top_k: int = 3, csv_path: Path |
         raise UserError([f"{p}: not a video or image file" for p in unsupported])
     stats = ExtractStats()
     feats = extract(backbone, paths, sampling_of(window), None, stats=stats)
-    names = [bundle.labels, _action_classes(bundle)]
+    names = [bundle.labels, action_classes(bundle, model)]
     rows = []
     for path, f in zip(paths, feats, strict=True):
         row: dict = {"path": str(path)}

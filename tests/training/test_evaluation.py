@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from monitor.training.evaluation import (
+    bootstrap_ci,
     classification_report,
     format_report,
+    mcnemar,
     plot_confusion_matrix,
     plot_training_curves,
     write_metrics,
@@ -229,3 +231,71 @@ def test_write_metrics_skips_curves_for_a_history_without_them(tmp_path):
     paths = write_metrics(report, tmp_path, {"learning_rate": [1e-3, 5e-4]})
     assert [p.name for p in paths] == ["metrics.json", "confusion_matrix.png"]
     assert json.loads(paths[0].read_text())["history"] == {"learning_rate": [1e-3, 5e-4]}
+
+
+# -- how sure: bootstrap intervals, paired comparisons -----------------------------------------
+
+def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_clips():
+    rng = np.random.default_rng(3)
+    widths = []
+    for n in (12, 480):
+        y = rng.integers(0, 3, n)
+        pred = np.where(rng.random(n) < 0.8, y, (y + 1) % 3)
+        ci = bootstrap_ci(y, pred, 3)
+        r = classification_report(y, pred, LABELS)
+        assert ci["accuracy"][0] <= r["accuracy"] <= ci["accuracy"][1]
+        assert ci["f1_macro"][0] <= r["f1_macro"] <= ci["f1_macro"][1]
+        assert ci["unit"] == "clip" and ci["units"] == n and ci["level"] == 0.95
+        widths.append(ci["accuracy"][1] - ci["accuracy"][0])
+    assert widths[1] < widths[0] / 2, "12 clips say much less than 480"
+    assert bootstrap_ci([0, 1, 2], [0, 1, 2], 3)["accuracy"] == [1.0, 1.0]
+    assert bootstrap_ci(y, pred, 3) == bootstrap_ci(y, pred, 3), "seeded: the same report twice"
+
+
+def test_bootstrap_resamples_whole_groups_when_clips_share_a_source():
+    """All the errors in one source: resampling clips one by one would claim a far narrower interval."""
+    y = np.repeat([0, 1], 20)
+    pred = y.copy()
+    pred[:5] = 1  # source s0's five clips all wrong
+    groups = [f"s{i // 5}" for i in range(40)]
+    by_clip = bootstrap_ci(y, pred, 2)
+    by_group = bootstrap_ci(y, pred, 2, groups)
+    assert by_group["unit"] == "group" and by_group["units"] == 8
+    assert by_group["accuracy"][1] - by_group["accuracy"][0] > by_clip["accuracy"][1] - by_clip["accuracy"][0]
+    assert bootstrap_ci(y, pred, 2, [str(i) for i in range(40)])["unit"] == "clip"  # one clip per group: clips
+
+
+def test_format_report_shows_the_interval():
+    r = classification_report([0, 0, 1, 2, 2], [0, 1, 1, 2, 2], LABELS)
+    r["ci95"] = bootstrap_ci([0, 0, 1, 2, 2], [0, 1, 1, 2, 2], 3)
+    text = format_report(r)
+    lo, hi = r["ci95"]["accuracy"]
+    assert f"0.8000  {5:>7d}  95% CI {lo:.2f}-{hi:.2f}" in text
+    assert "bootstrap over 5 clips, 2000 resamples" in text
+
+
+@pytest.mark.parametrize("old_only, new_only, p", [
+    (0, 0, 1.0),
+    (1, 6, 2 * (1 + 7) / 2 ** 7),       # exact: 2 * P(X <= 1), X ~ Binomial(7, 1/2)
+    (0, 5, 2 / 2 ** 5),
+    (4, 4, 1.0),                        # 2 * P(X <= 4) > 1 is capped
+    (10, 30, 0.002663),                 # 40 discordant clips: chi-square, (|10 - 30| - 1)^2 / 40 = 9.025
+])
+def test_mcnemar_counts_only_the_clips_where_the_models_disagree(old_only, new_only, p):
+    both_right, both_wrong = 7, 3
+    old = [True] * old_only + [False] * new_only + [True] * both_right + [False] * both_wrong
+    new = [False] * old_only + [True] * new_only + [True] * both_right + [False] * both_wrong
+    result = mcnemar(old, new)
+    assert (result["old_only"], result["new_only"]) == (old_only, new_only)
+    assert result["test"] == ("exact" if old_only + new_only < 25 else "chi2")
+    assert math.isclose(result["p_value"], p, rel_tol=1e-3)
+
+
+def test_mcnemar_exact_agrees_with_scipy():
+    from scipy.stats import binomtest
+
+    for b, c in [(2, 9), (7, 3), (0, 12), (11, 13)]:
+        old, new = [True] * b + [False] * c, [False] * b + [True] * c
+        assert math.isclose(mcnemar(old, new)["p_value"], binomtest(b, b + c, 0.5).pvalue, rel_tol=1e-3)
+    with pytest.raises(ValueError, match="paired"):
+        mcnemar([True, False], [True])

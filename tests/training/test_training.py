@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -50,8 +51,15 @@ def inception(small_data, tmp_path_factory) -> tuple[TrainOptions, TrainResult]:
     bundle and the feature cache it filled from empty) and its result."""
     root = tmp_path_factory.mktemp("inception")
     opts = TrainOptions(data=small_data, out=root / "bundle", backbone="inception_v3", weights="none", input_size=(75, 75),
-                        frames=4, epochs=2, units=8, augment=False, cache_dir=root / "cache")
+                        frames=4, epochs=2, folds=1, members=1, units=8, augment=False,
+                        cache_dir=root / "cache")
     return opts, train(opts)
+
+
+@pytest.fixture(scope="module")
+def small_model(inception) -> Path:
+    """The shared InceptionV3 + GRU bundle (its feature cache beside it), for the evaluate tests."""
+    return inception[0].out
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,7 @@ def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     weights = asset("weights", "mobilenet_v2_1.0_224_imagenet_notop.weights.h5")
     data = make_clips(tmp_path / "data", per_class=24)
     opts = TrainOptions(data=data, out=tmp_path / "model", backbone="mobilenet_v2", weights=str(weights),
-                        input_size=(96, 96), frames=8, sample_fps=6.0, stride=1, epochs=60, units=64,
+                        input_size=(96, 96), frames=8, sample_fps=6.0, stride=1, epochs=60, folds=1, members=1, units=64,
                         cache_dir=tmp_path / "cache")
     result = train(opts)
     assert result.report["accuracy"] >= 0.9, result.report
@@ -112,7 +120,7 @@ def test_each_backbone_and_head_gives_a_bundle_run_and_predict_load(small_data, 
         backbone = "tflite:" + str(asset("weights", "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"))
     out = tmp_path / "bundle"
     opts = TrainOptions(data=small_data, out=out, backbone=backbone, weights="none", head=head, frames=4, epochs=1,
-                        units=8, augment=False, cache_dir=tmp_path / "cache", **extra)
+                        folds=1, members=1, units=8, augment=False, cache_dir=tmp_path / "cache", **extra)
     assert_bundle_runs_and_predicts(out, train(opts), small_data, tmp_path, capsys)
 
 
@@ -143,7 +151,7 @@ def assert_bundle_runs_and_predicts(out: Path, result: TrainResult, small_data: 
 def test_image_mode_trains_two_outputs(image_csv_data, tmp_path, capsys):
     out = tmp_path / "img"
     code = main(["train", str(image_csv_data), "--out", str(out), "--head", "image", "--backbone", "mobilenet_v2",
-                 "--weights", "none", "--input-size", "32", "--epochs", "3", "--cache-dir", str(tmp_path / "c")])
+                 "--weights", "none", "--input-size", "32", "--epochs", "3", "--folds", "1", "--members", "1", "--cache-dir", str(tmp_path / "c")])
     assert code == 0
     printed = capsys.readouterr().out
     assert "test set" in printed and "action class" in printed
@@ -257,3 +265,85 @@ def test_predict_names_each_unreadable_input_and_exits_2(tiny_bundle, tmp_path, 
     assert out.startswith(f"{clip}: ") and f"error: {audio}: no video stream" in err, "the readable one is predicted"
     rows = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
     assert [r["error"] for r in rows] == ["", "no video stream"]
+
+
+def test_cross_validation_reports_the_folds_and_every_epoch(small_data, tmp_path, capsys):
+    """Each fold and each member reports every epoch; the folds' spread and the weights kept are named."""
+    out = tmp_path / "m"
+    assert main(["--log-level", "debug", "train", str(small_data), "--out", str(out), "--backbone", "inception_v3",
+                 "--weights", "none", "--input-size", "75", "--frames", "4", "--epochs", "3", "--folds", "2",
+                 "--members", "2", "--units", "8", "--no-augment", "--cache-dir", str(tmp_path / "cache")]) == 0
+    captured = capsys.readouterr()
+    epochs = [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in captured.err.splitlines() if "event=epoch " in line]
+    assert [(e["fit"], e["epoch"]) for e in epochs] == [(f"{fit}/2", f"{n}/3") for fit in ("fold1", "fold2", "member1", "member2")
+                                                        for n in (1, 2, 3)]
+    assert all("val_accuracy" in e for e in epochs if e["fit"].startswith("fold"))
+    assert not any("val_accuracy" in e for e in epochs if e["fit"].startswith("member"))
+    training = yaml.safe_load((out / "model.yaml").read_text())["training"]
+    assert training["epochs"] == training["kept_epoch"] == 3 and training["members"] == 2
+    cv = training["cross_validation"]
+    assert cv["folds"] == 2 and len(cv["per_fold"]) == 2 and cv["accuracy_min"] <= cv["accuracy_mean"] <= cv["accuracy_max"]
+    # 12 training clips (3 classes x 2 sessions of 2 clips): each fold validates one session per class
+    assert cv["validation_clips"] == [6, 6]
+    assert (f"cross-validation over 2 folds (each validated on sources its model never saw): accuracy "
+            f"{cv['accuracy_mean']:.2f} ± {cv['accuracy_std']:.2f}") in captured.out
+    assert "head: 2 model(s) trained on all training clips for 3 epochs (the last epoch's weights kept), averaged" in captured.out
+
+    # the model summary: parameters in the log and in model.yaml
+    import keras
+
+    head = keras.models.load_model(out / "head.keras", compile=False)
+    manifest = yaml.safe_load((out / "model.yaml").read_text())
+    assert manifest["head"]["parameters"] == head.count_params() > 0
+    # each member: GRU(8) over 2048 standardized features, 3 * (8 * (2048 + 8) + 2 * 8) weights, Dense(3)
+    assert ":GRU=49392" in training["member_layers"] and "action:Dense=27" in training["member_layers"]
+    assert head.count_params() == 2 * (49392 + 27)
+    assert f"event=head_trained kind=gru members=2 epochs=3 kept_epoch=3 parameters={head.count_params()}" in captured.err
+    assert f'event=head_summary member_layers="{training["member_layers"]}"' in captured.err
+
+    # the averaged members are one head file: the daemon's classifier loads it as it is
+    from monitor.pipeline.classifier import Classifier
+
+    classifier = Classifier(out / "head.keras", manifest["labels"], 4, 2048)
+    probs = classifier.probabilities(np.zeros((3, 4, 2048), np.float32))
+    assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert manifest["head"]["members"] == 2
+
+
+def test_evaluate_without_out_keeps_the_training_report(small_data, small_model, tmp_path, capsys):
+    trained = (small_model / "evaluation" / "metrics.json").read_text()
+    other = tmp_path / "other"
+    for action in ("fall", "walk"):
+        shutil.copytree(small_data / action, other / action)
+    assert main(["evaluate", str(small_model), str(other), "--cache-dir", str(small_model.parent / "cache")]) == 0
+    assert (small_model / "evaluation" / "metrics.json").read_text() == trained, "train's test report is left alone"
+    report = small_model / "evaluations" / "other"
+    assert json.loads((report / "metrics.json").read_text())["n_clips"] == 12
+    assert f"report: {report}" in capsys.readouterr().out
+
+
+def test_evaluate_reports_confidence_intervals(small_data, small_model, tmp_path, capsys):
+    assert main(["evaluate", str(small_model), str(small_data), "--out", str(tmp_path / "e"),
+                 "--cache-dir", str(small_model.parent / "cache")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    ci = metrics["ci95"]
+    assert ci["unit"] == "group" and ci["units"] == 9  # 18 clips, two per session: sessions are resampled
+    assert ci["accuracy"][0] <= metrics["accuracy"] <= ci["accuracy"][1]
+    assert f"95% CI {ci['accuracy'][0]:.2f}-{ci['accuracy'][1]:.2f}" in capsys.readouterr().out
+    assert "ci95" in yaml.safe_load((small_model / "model.yaml").read_text())["evaluation"]["test"]
+
+
+@pytest.mark.parametrize("head, recurrent", [("conv3d", "GRU"), ("conv3d_lstm", "LSTM")])
+def test_conv3d_heads_have_batch_norm_dropout_and_a_recurrent_layer(head, recurrent):
+    """The seeds' 3D CNN + LSTM/GRU: 3D convolutions (batch-normalised, dropout), then a recurrent layer over time.
+
+    (Trained end to end on raw frames in test_each_backbone_and_head_gives_a_bundle_run_and_predict_load.)
+    """
+    from monitor.model.heads import build_head
+
+    model = build_head(head, 8, 16 * 16 * 3, 3, units=8, frame_size=(16, 16))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Conv3D") == 3 and kinds.count("BatchNormalization") == 3 and kinds.count("Dropout") >= 3
+    assert kinds.index(recurrent) > max(i for i, k in enumerate(kinds) if k == "Conv3D"), "recurrent after the convolutions"
+    recurrent_layer = next(layer for layer in model.layers if type(layer).__name__ == recurrent)
+    assert recurrent_layer.input.shape[1] == 4, "8 frames, pooled once in time: 4 steps for the recurrent layer"
