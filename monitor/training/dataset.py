@@ -167,7 +167,7 @@ def grouped_folds(samples: tuple[Sample, ...] | list[Sample], k: int, seed: int)
     by_class: dict[int, list[str]] = defaultdict(list)
     for group, members in sorted(by_group.items()):
         by_class[samples[members[0]].label].append(group)
-    rng = random.Random(seed)  # nosec B311: a reproducible shuffle of folds, not a secret
+    rng = random.Random(seed)  # nosec B311  # a reproducible shuffle of folds, no secret
     folds: list[list[int]] = [[] for _ in range(k)]
     turn = 0  # carried across classes, so that the folds stay the same size
     for label in sorted(by_class):
