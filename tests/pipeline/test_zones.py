@@ -52,7 +52,7 @@ def head(embedder, tmp_path_factory) -> Path:
             windows = clip_windows(embedder.embed(frames), FRAMES, STRIDE)
             xs.append(windows)
             ys += [[WAVE, JUGGLE].index(label)] * len(windows)
-    model, _ = fit_head(np.concatenate(xs), np.array(ys), 2, units=16, epochs=15, patience=15)
+    model, _ = fit_head(np.concatenate(xs), np.array(ys), 2, units=16, epochs=15)
     path = tmp_path_factory.mktemp("head") / "head.keras"
     model.save(path)
     return path
