@@ -43,6 +43,7 @@ class Metrics:
         self.inference_seconds = Histogram("har_monitor_inference_seconds", "Backbone call duration", buckets=INFER_BUCKETS, registry=r)
         self.classifier_seconds = Histogram("har_monitor_classifier_seconds", "Temporal head call duration", buckets=INFER_BUCKETS, registry=r)
         self.embeddings = Counter("har_monitor_embeddings_total", "Frame embeddings computed", cam, registry=r)
+        self.frames_reused = Counter("har_monitor_frames_reused_total", "Sampled frames that reused their stream's last embedding (motion gating: the scene had not changed)", cam, registry=r)
         self.predictions = Counter("har_monitor_predictions_total", "Window predictions by top action", ["camera", "action"], registry=r)
         self.violations = Counter("har_monitor_violations_total", "Violation episodes opened", ["camera", "rule", "severity"], registry=r)
         self.open_episodes = Gauge("har_monitor_open_episodes", "Violation episodes currently open", registry=r)
@@ -74,7 +75,8 @@ class Metrics:
     def init_cameras(self, cameras: list[str]) -> None:
         for c in cameras:
             for family in (self.frames_decoded, self.frames_sampled, self.frames_dropped, self.decode_errors,
-                           self.camera_up, self.reconnects, self.stalls, self.last_frame, self.embeddings):
+                           self.camera_up, self.reconnects, self.stalls, self.last_frame, self.embeddings,
+                           self.frames_reused):
                 family.labels(c)
 
     def init_labels(self, cameras: list[str], actions: list[str], rules: list[tuple[str, str]]) -> None:

@@ -2,7 +2,9 @@
 
 A reader opens the stream, decodes every frame, samples at `sample_fps` from the frames'
 timestamps and resizes only the sampled frames to the backbone's input in FFmpeg (a camera with
-zones passes each sampled frame to its `split` instead: one frame per zone, pipeline/zones.py).
+zones passes each sampled frame to its `split` instead: one frame per zone, pipeline/zones.py). With
+motion gating, each stream's frame then passes its `MotionGate` (pipeline/motion.py), which marks an
+unchanged one to reuse the last embedding.
 
 Isolation: a supervisor thread per camera watches its reader. PyAV can block forever on a
 stalled stream, and a killed server just ends the iteration, so the supervisor decides from
@@ -37,6 +39,7 @@ from monitor.model.frames import (
 )
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv, redact, redact_url
+from monitor.pipeline.motion import MotionGate
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +82,13 @@ class CameraSource(Worker):
     """Supervises one camera (ops.lifecycle: start, stop, join). Its thread is the supervisor; each
     connection gets a reader thread of its own, which the supervisor abandons when it stalls."""
 
-    def __init__(self, settings: SourceSettings, hooks: SourceHooks, split: Split | None = None):
+    def __init__(self, settings: SourceSettings, hooks: SourceHooks, split: Split | None = None,
+                 motion: MotionGate | None = None):
         super().__init__(f"camera-{settings.camera}")
         self.s = settings
         self.hooks = hooks
         self._split = split or self._whole_frame
+        self._motion = motion
         self._generation = 0
         self._last_frame = 0.0  # monotonic time of the last decoded frame of the current reader
         self._connected = False
@@ -159,6 +164,8 @@ class CameraSource(Worker):
         evidence_sampler = FrameSampler(s.evidence_fps) if s.evidence_fps else None
         offset = 0.0  # added to file timestamps when a file loops, so time keeps going forward
         pace_start: float | None = None
+        if self._motion is not None:
+            self._motion.reset()
         while mine():
             with open_container(s.location, s.open_timeout, s.stall_seconds) as container:
                 stream = video_stream(container)
@@ -189,7 +196,7 @@ class CameraSource(Worker):
                     last_t = t
                     if sampler.take(t):
                         for sampled in self._split(frame, ts, self._last_frame):
-                            self.hooks.frame(sampled)
+                            self.hooks.frame(self._motion(sampled) if self._motion is not None else sampled)
                     if evidence_sampler is not None and evidence_sampler.take(t):
                         self.hooks.evidence(self.camera, ts, self._evidence_frame(frame))
             if s.is_network:

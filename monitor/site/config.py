@@ -108,6 +108,22 @@ def _host(url: str) -> str:
     return authority.rsplit(":", 1)[0]
 
 
+class MotionConfig(StrictModel):
+    """Motion gating: a sampled frame whose scene has not changed since its stream's last embedded frame reuses
+    that embedding instead of running the backbone (a static camera costs almost nothing). Compared on a small
+    grey copy of each stream (the frame, or each zone); the first frame after a change is embedded at once."""
+
+    enabled: bool = Field(default=True, description="Reuse the last embedding for unchanged frames "
+                          "(`har_monitor_frames_reused_total`). `false`: embed every sampled frame.")
+    pixel_threshold: int = Field(default=10, ge=1, le=255, description="Grey levels (0-255) a pixel of the "
+                                 "48x48 grey copy must change by to count as changed: above the camera's noise.")
+    min_changed: float = Field(default=0.003, gt=0, le=1, description="Fraction of the grey copy's pixels that must "
+                               "change for the scene to count as changed (0.003: 7 of 2304 pixels, a person's "
+                               "arm at a few metres).")
+    refresh_seconds: float = Field(default=10.0, gt=0, le=3600, description="Embed a frame at least this often "
+                                   "even when nothing changed.")
+
+
 class CameraConfig(StrictModel):
     """One camera: a network stream or a video file."""
 
@@ -134,6 +150,8 @@ class CameraConfig(StrictModel):
     zones: list[ZoneConfig] = Field(default_factory=list, max_length=MAX_ZONES, description=(
         f"Parts of the frame classified as streams of their own (at most {MAX_ZONES}; each costs one embedding "
         "per sampled frame, the frame is decoded once). Without zones the whole frame is one stream, in `zone`."))
+    motion: MotionConfig | None = Field(default=None, description="This camera's motion gating (default: the "
+                                        "site's `motion`).")
 
     @field_validator("zones")
     @classmethod
@@ -261,6 +279,7 @@ class SiteConfig(StrictModel):
     inference: InferenceConfig = Field(default=InferenceConfig(), description=InferenceConfig.__doc__)
     reconnect: ReconnectConfig = Field(default=ReconnectConfig(), description=ReconnectConfig.__doc__)
     qa: QAConfig = Field(default=QAConfig(), description=QAConfig.__doc__)
+    motion: MotionConfig = Field(default=MotionConfig(), description=MotionConfig.__doc__)
     cameras: list[CameraConfig] = Field(min_length=1, description="The cameras.")
     person_detector: PersonDetectorConfig | None = Field(default=None, description="The detector of zones with "
                                                          "`person_gate: true`.")
