@@ -34,6 +34,7 @@ class Metrics:
         self.frames_decoded = Counter("har_monitor_frames_decoded_total", "Frames decoded", cam, registry=r)
         self.frames_sampled = Counter("har_monitor_frames_sampled_total", "Frames sampled for inference", cam, registry=r)
         self.frames_dropped = Counter("har_monitor_frames_dropped_total", "Sampled frames dropped because the inference queue was full", cam, registry=r)
+        self.over_capacity = Gauge("har_monitor_over_capacity", "1 while the box is over capacity: a camera dropped a sampled frame within inference.over_capacity_seconds", registry=r)
         self.decode_errors = Counter("har_monitor_decode_errors_total", "Packets that failed to decode", cam, registry=r)
         self.camera_up = Gauge("har_monitor_camera_up", "1 while the camera delivers frames", cam, registry=r)
         self.reconnects = Counter("har_monitor_camera_reconnects_total", "Reconnection attempts", cam, registry=r)

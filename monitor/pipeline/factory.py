@@ -104,6 +104,7 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
     # a camera's zones share its queue: room for as many frames per zone as a camera without zones has
     queues = FrameQueues(names, {c.id: c.queue_size * max(1, len(c.zones)) for c in cameras},
                          on_drop=lambda cam: metrics.frames_dropped.labels(cam).inc())
+    metrics.over_capacity.set_function(lambda: float(queues.dropped_within(cfg.inference.over_capacity_seconds)))
     settings = [source_settings(site, c, bundle, backbone.input_size) for c in cameras]
     max_gap = 3.0 * max((1.0 / s.sample_fps for s in settings), default=1.0) + 1.0
     build = {"site": cfg.site, "model": bundle.hash, "rules": checked.rules.hash, "config": site.hash[:16],

@@ -252,6 +252,10 @@ class InferenceConfig(StrictModel):
 
     max_batch: int = Field(default=32, ge=1, le=256, description="Frames per backbone call at most.")
     max_wait_ms: float = Field(default=50.0, ge=0, le=5000, description="How long a batch waits to fill up.")
+    over_capacity_seconds: float = Field(default=60.0, gt=0, le=86400, description="While a camera dropped a "
+                                         "sampled frame (its queue full: inference does not keep up) within this "
+                                         "many seconds, the box is over capacity: `/readyz` answers 503 with "
+                                         "`over_capacity` and `har_monitor_over_capacity` is 1.")
 
 
 class ReconnectConfig(StrictModel):
