@@ -30,6 +30,7 @@ from monitor.backoff import Backoff
 from monitor.messages import SampledFrame
 from monitor.model.frames import (
     FrameSampler,
+    SkipGuard,
     open_container,
     reduced_size,
     set_decode_threads,
@@ -56,6 +57,7 @@ class SourceSettings:
     stall_seconds: float = 10.0
     open_timeout: float = 10.0
     decode_threads: int = 1  # 1: no threads (least CPU); n > 1: up to n frame+slice threads; 0: FFmpeg's choice
+    skip_frames: str = "none"  # none | nonref | nonkey: FFmpeg's skip_frame, undone when it would cost a sample
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     evidence_fps: float = 0.0  # 0: no evidence frames
@@ -170,6 +172,7 @@ class CameraSource(Worker):
             with open_container(s.location, s.open_timeout, s.stall_seconds) as container:
                 stream = video_stream(container)
                 set_decode_threads(stream, s.decode_threads)
+                skip = SkipGuard(stream, s.skip_frames, s.sample_fps, self._skip_decided)
                 frame_period = 1.0 / float(stream.average_rate or 25)
                 last_t = offset - frame_period
                 for frame in self._frames(container, stream):
@@ -191,6 +194,7 @@ class CameraSource(Worker):
                         self.hooks.up(self.camera, True)
                         log.info(kv(event="camera_up", camera=self.camera, url=redact_url(s.location),
                                     codec=stream.codec_context.name, width=stream.width, height=stream.height))
+                    skip.check(frame, t)
                     ts = time.time()
                     self.hooks.decoded(self.camera, ts)
                     last_t = t
@@ -206,6 +210,12 @@ class CameraSource(Worker):
                 self._ended = True
                 return
             offset = last_t + frame_period
+
+    def _skip_decided(self, on: bool, gap: float) -> None:
+        """The decoder skips frames from now on (`on`), or no more: the longest gap it saw or met, in seconds."""
+        log.log(logging.INFO if on else logging.WARNING,
+                kv(event="skip_frames_on" if on else "skip_frames_off", camera=self.camera, mode=self.s.skip_frames,
+                   gap_s=round(gap, 3), sample_period_s=round(1 / self.s.sample_fps, 3)))
 
     def _whole_frame(self, frame: av.VideoFrame, ts: float, mono: float) -> list[SampledFrame]:
         height, width = self.s.size

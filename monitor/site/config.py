@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -147,6 +147,13 @@ class CameraConfig(StrictModel):
         "FFmpeg decoder threads. Default: 1 for live cameras and paced files (the least CPU per frame, leaving the "
         "cores to inference); FFmpeg's choice for files read with `realtime: false`. 0 = FFmpeg's choice, for "
         "streams one core cannot decode in real time (4K H.265)."))
+    skip_frames: Literal["none", "nonref", "nonkey"] = Field(default="none", description=(
+        "Frames the decoder may leave out (FFmpeg's `skip_frame`), used only where it costs no sampled frame: "
+        "`nonref` leaves out B-frames, `nonkey` decodes keyframes only (a camera set to a keyframe at least every "
+        "1 / `sample_fps` seconds: a fraction of the decode). Each connection first decodes every frame for 3 s "
+        "and skips only if the frames left would still come once a sample period (`skip_frames_on`, else "
+        "`skip_frames_off` in the log); a later longer gap turns skipping off. Evidence clips show only the "
+        "frames decoded."))
     zones: list[ZoneConfig] = Field(default_factory=list, max_length=MAX_ZONES, description=(
         f"Parts of the frame classified as streams of their own (at most {MAX_ZONES}; each costs one embedding "
         "per sampled frame, the frame is decoded once). Without zones the whole frame is one stream, in `zone`."))
