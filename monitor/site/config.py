@@ -109,9 +109,7 @@ def _host(url: str) -> str:
 
 
 class MotionConfig(StrictModel):
-    """Motion gating: a sampled frame whose scene has not changed since its stream's last embedded frame reuses
-    that embedding instead of running the backbone (a static camera costs almost nothing). Compared on a small
-    grey copy of each stream (the frame, or each zone); the first frame after a change is embedded at once."""
+    """Motion gating: an unchanged frame (on a small grey copy) reuses its stream's last embedding."""
 
     enabled: bool = Field(default=True, description="Reuse the last embedding for unchanged frames "
                           "(`har_monitor_frames_reused_total`). `false`: embed every sampled frame.")
