@@ -3,7 +3,7 @@ that frame's embedding instead of running the backbone again.
 
 Runs on the camera's reader thread, after the split into streams (a camera, or each of its zones): each
 stream's frame, already resized to the backbone's input, is reduced to a small grey copy (cv2, INTER_AREA:
-about 0.1 ms) and compared with the small copy of the stream's last frame sent to be embedded. The scene
+about 0.2 ms) and compared with the small copy of the stream's last frame sent to be embedded. The scene
 changed when at least `min_changed` of the copy's pixels moved by `pixel_threshold` grey levels or more;
 such a frame is embedded at once (gating never delays the first frame after a change) and becomes the new
 reference. Comparing against the reference, not the previous frame, lets a slow change (a person creeping,
