@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from monitor.demo.synthetic import render_clip
+from monitor.errors import UserError
 from monitor.evidence.media import write_video
 from monitor.messages import SampledFrame
+from monitor.model.bundle import load_bundle
+from monitor.pipeline.factory import source_settings
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
+from monitor.site.config import load_site
+from support.sites import write_site
 from support.waiting import wait_until
 
 FPS = 12.0
@@ -62,3 +67,14 @@ def test_no_skipping_where_it_would_lose_samples(tmp_path, caplog, skip):
         assert "event=skip_frames_off camera=cam mode=nonkey" in caplog.text
     else:  # what x264 writes here: B-frames between P-frames, the others still come every 1/12 s
         assert decoded <= decoded_full and all(np.array_equal(a.rgb, b.rgb) for a, b in zip(full, kept, strict=True))
+
+
+def test_skip_frames_is_a_camera_setting_checked_up_front(tmp_path, tiny_bundle, clip):
+    path = write_site(tmp_path, tiny_bundle, [{"id": "sub", "url": str(clip), "skip_frames": "nonkey"},
+                                              {"id": "main", "url": str(clip)}])
+    site = load_site(path)
+    bundle = load_bundle(tiny_bundle)
+    assert [source_settings(site, c, bundle, (75, 75)).skip_frames for c in site.cameras] == ["nonkey", "none"]
+    path.write_text(path.read_text().replace("skip_frames: nonkey", "skip_frames: all"))
+    with pytest.raises(UserError, match="skip_frames"):
+        load_site(path)
