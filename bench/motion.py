@@ -62,10 +62,10 @@ def embed_all(backbone: Backbone, feed: Callable[[Callable[[SampledFrame], None]
             "backbone_s": timed["seconds"], "wall_s": time.monotonic() - start}
 
 
-def camera_feed(backbone: Backbone, gate: MotionGate | None, fps: float) -> Callable[[Callable], None]:
+def camera_feed(backbone: Backbone, motion: MotionSettings | None, fps: float) -> Callable[[Callable], None]:
     def feed(put: Callable[[SampledFrame], None]) -> None:
         source = CameraSource(SourceSettings("room", str(ROOM), False, backbone.input_size, fps, realtime=False),
-                              SourceHooks(frame=put), motion=gate)
+                              SourceHooks(frame=put), motion=motion)
         source.start()
         source.join(600)
     return feed
@@ -120,7 +120,7 @@ def main() -> int:
     backbone.embed(np.zeros((1, args.size, args.size, 3), np.uint8))  # compile once
     compare(f"1. the whole clip ({ROOM.name}), a real file camera, {args.sample_fps:g} fps:", backbone,
             {"gating off": camera_feed(backbone, None, args.sample_fps),
-             "gating on": camera_feed(backbone, MotionGate(MotionSettings()), args.sample_fps)})
+             "gating on": camera_feed(backbone, MotionSettings(), args.sample_fps)})
     scene = static_scene(args.size, args.sample_fps)
     ratio = compare("2. a mostly static scene (someone present 20% of the time):", backbone,
                     {"gating off": scene_feed(scene, None, args.sample_fps),

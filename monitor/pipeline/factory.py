@@ -29,7 +29,7 @@ from monitor.pipeline.analysis import Analysis
 from monitor.pipeline.classifier import Classifier
 from monitor.pipeline.embedder import Embedder
 from monitor.pipeline.framequeue import FrameQueues
-from monitor.pipeline.motion import MotionGate, MotionSettings
+from monitor.pipeline.motion import MotionSettings
 from monitor.pipeline.reload import RulesWatcher
 from monitor.pipeline.sinks import ViolationSinks
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
@@ -125,7 +125,7 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
     embedder = Embedder(backbone, queues, cfg.inference.max_batch, cfg.inference.max_wait_ms, analysis.put,
                         lambda size, seconds: (metrics.batch_size.observe(size), metrics.inference_seconds.observe(seconds)))
     hooks = _hooks(metrics, queues, evidence, notifier)
-    sources = [CameraSource(s, hooks, _splitter(site, c, backbone.input_size, metrics), motion_gate(site, c))
+    sources = [CameraSource(s, hooks, _splitter(site, c, backbone.input_size, metrics), motion_settings(site, c))
                for s, c in zip(settings, cameras, strict=True)]
     watcher = RulesWatcher(site.rule_files, bundle.labels, bundle.manifest.groups, checked.rules, analysis.offer_rules,
                            metrics, targets=site.notify_targets)
@@ -146,12 +146,12 @@ def describe(metrics: Metrics, build: dict[str, str], ruleset: RuleSet) -> None:
                             **{f"label_{k}": v for k, v in r.labels.items()}} for r in ruleset.rules])
 
 
-def motion_gate(site: Site, cam: CameraConfig) -> MotionGate | None:
+def motion_settings(site: Site, cam: CameraConfig) -> MotionSettings | None:
     """The camera's motion gating (its own `motion`, else the site's), or None when it is off."""
     cfg = cam.motion or site.config.motion
     if not cfg.enabled:
         return None
-    return MotionGate(MotionSettings(cfg.pixel_threshold, cfg.min_changed, cfg.refresh_seconds))
+    return MotionSettings(cfg.pixel_threshold, cfg.min_changed, cfg.refresh_seconds)
 
 
 def _splitter(site: Site, cam: CameraConfig, size: tuple[int, int], metrics: Metrics) -> ZoneSplitter | None:

@@ -51,15 +51,11 @@ def changed_fraction(a: np.ndarray, b: np.ndarray, pixel_threshold: int) -> floa
 
 
 class MotionGate:
-    """One camera's gate: a reference per stream (zone). Not thread-safe: its camera's reader thread owns it."""
+    """One camera connection's gate: a reference per stream (zone). Its reader thread alone uses it."""
 
     def __init__(self, settings: MotionSettings):
         self.s = settings
         self._refs: dict[str, _Reference] = {}
-
-    def reset(self) -> None:
-        """A new connection: the next frame of every stream is embedded."""
-        self._refs.clear()
 
     def __call__(self, frame: SampledFrame) -> SampledFrame:
         """`frame` as it is (embed it), or marked to reuse its stream's last embedding."""

@@ -3,8 +3,9 @@
 A reader opens the stream, decodes every frame, samples at `sample_fps` from the frames'
 timestamps and resizes only the sampled frames to the backbone's input in FFmpeg (a camera with
 zones passes each sampled frame to its `split` instead: one frame per zone, pipeline/zones.py). With
-motion gating, each stream's frame then passes its `MotionGate` (pipeline/motion.py), which marks an
-unchanged one to reuse the last embedding.
+motion gating, each stream's frame then passes the connection's `MotionGate` (pipeline/motion.py), which
+marks an unchanged one to reuse the last embedding; each connection has its own, so its first frames are
+embedded and an abandoned reader shares nothing with the next.
 
 Isolation: a supervisor thread per camera watches its reader. PyAV can block forever on a
 stalled stream, and a killed server just ends the iteration, so the supervisor decides from
@@ -40,7 +41,7 @@ from monitor.model.frames import (
 )
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv, redact, redact_url
-from monitor.pipeline.motion import MotionGate
+from monitor.pipeline.motion import MotionGate, MotionSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class CameraSource(Worker):
     connection gets a reader thread of its own, which the supervisor abandons when it stalls."""
 
     def __init__(self, settings: SourceSettings, hooks: SourceHooks, split: Split | None = None,
-                 motion: MotionGate | None = None):
+                 motion: MotionSettings | None = None):
         super().__init__(f"camera-{settings.camera}")
         self.s = settings
         self.hooks = hooks
@@ -166,8 +167,7 @@ class CameraSource(Worker):
         evidence_sampler = FrameSampler(s.evidence_fps) if s.evidence_fps else None
         offset = 0.0  # added to file timestamps when a file loops, so time keeps going forward
         pace_start: float | None = None
-        if self._motion is not None:
-            self._motion.reset()
+        gate = MotionGate(self._motion) if self._motion is not None else None
         while mine():
             with open_container(s.location, s.open_timeout, s.stall_seconds) as container:
                 stream = video_stream(container)
@@ -200,7 +200,7 @@ class CameraSource(Worker):
                     last_t = t
                     if sampler.take(t):
                         for sampled in self._split(frame, ts, self._last_frame):
-                            self.hooks.frame(self._motion(sampled) if self._motion is not None else sampled)
+                            self.hooks.frame(gate(sampled) if gate is not None else sampled)
                     if evidence_sampler is not None and evidence_sampler.take(t):
                         self.hooks.evidence(self.camera, ts, self._evidence_frame(frame))
             if s.is_network:

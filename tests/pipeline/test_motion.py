@@ -15,7 +15,7 @@ from monitor.evidence.media import write_video
 from monitor.messages import NO_PIXELS, Embedding, SampledFrame
 from monitor.model.backbones import Backbone
 from monitor.pipeline.embedder import Embedder
-from monitor.pipeline.factory import motion_gate
+from monitor.pipeline.factory import motion_settings
 from monitor.pipeline.framequeue import FrameQueues
 from monitor.pipeline.motion import MotionGate, MotionSettings
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
@@ -36,10 +36,10 @@ def still_walk_still(path: Path, still: float = 2.0, walk: float = 2.0) -> Path:
     return path
 
 
-def play(path: Path, gate: MotionGate | None) -> list[SampledFrame]:
+def play(path: Path, motion: MotionSettings | None) -> list[SampledFrame]:
     frames: list[SampledFrame] = []
     source = CameraSource(SourceSettings("cam", str(path), False, (75, 75), 4.0, realtime=False),
-                          SourceHooks(frame=frames.append), motion=gate)
+                          SourceHooks(frame=frames.append), motion=motion)
     source.start()
     try:
         wait_until(lambda: not source.running, 60, f"{path.name} to play to its end")
@@ -55,7 +55,7 @@ def frame(i: float, value: int = 0, zone: str = "", reuse_of: float | None = Non
 
 def test_a_static_scene_reuses_and_the_first_frame_after_a_change_is_embedded(tmp_path):
     clip = still_walk_still(tmp_path / "still-walk-still.mp4")
-    gated = play(clip, MotionGate(MotionSettings()))
+    gated = play(clip, MotionSettings())
     plain = play(clip, None)
     assert len(gated) == len(plain) == 24, "gating drops no frame: every sampled frame still goes on"
     assert not any(f.reuse_of is not None for f in plain), "gating off: every frame is embedded"
@@ -93,8 +93,6 @@ def test_each_zone_is_gated_on_its_own_and_person_gated_frames_pass():
     assert gate(frame(1, 200, "bench")).reuse_of is None, "a change in one zone embeds that zone only"
     nobody = SampledFrame("cam", 2, 2.0, NO_PIXELS, "door", gated=True)
     assert gate(nobody) is nobody
-    gate.reset()
-    assert gate(frame(3, 10, "door")).reuse_of is None, "a new connection embeds its first frame"
 
 
 class CountingBackbone:
@@ -147,10 +145,10 @@ def test_motion_is_on_by_default_and_a_camera_can_set_its_own(tmp_path, tiny_bun
         {"id": "off", "url": str(clip), "motion": {"enabled": False}}],
         motion={"pixel_threshold": 20})
     site = load_site(path)
-    gates = {c.id: motion_gate(site, c) for c in site.cameras}
-    assert gates["off"] is None
-    assert gates["default"] is not None and gates["default"].s == MotionSettings(20, 0.003, 10.0)
-    assert gates["busy-door"] is not None and gates["busy-door"].s.min_changed == 0.02
+    motion = {c.id: motion_settings(site, c) for c in site.cameras}
+    assert motion["off"] is None
+    assert motion["default"] == MotionSettings(20, 0.003, 10.0), "the site's, over the defaults"
+    assert motion["busy-door"] == MotionSettings(10, 0.02, 10.0), "a camera's own block replaces the site's"
     data = yaml.safe_load(path.read_text())
     data["cameras"][0]["motion"] = {"min_changed": 0}
     path.write_text(yaml.safe_dump(data))
