@@ -350,7 +350,8 @@ def write_site(root: Path, name: str, clips: list[Path], bundle_dir: Path, sampl
     site = {"site": "bench", "model": str(bundle_dir), "rules": rule_files,
             "storage": {"url": "sqlite:///violations.db", "evidence_dir": "evidence"},
             "metrics": {"host": "127.0.0.1", "port": 0},
-            "inference": {"max_batch": max_batch, "max_wait_ms": max_wait_ms}, "cameras": cams}
+            "inference": {"max_batch": max_batch, "max_wait_ms": max_wait_ms}, "cameras": cams,
+            "motion": {"enabled": False}}  # throughput against the raw engine: every sampled frame embedded
     if args.no_evidence:
         site["evidence"] = {"enabled": False}
     path = site_dir / "site.yaml"

@@ -7,7 +7,9 @@ monotonic clock at capture (for latency and intervals).
 Streams: a camera without zones is one stream (`zone` ""); a camera with zones is one stream per
 zone, `(camera, zone)`, from the sampled frame to the violation. A zone with person gating sends
 `gated` frames while nobody is in it: no pixels, not embedded; their windows are predicted as
-NOBODY, so that rules still see time pass with nobody there.
+NOBODY, so that rules still see time pass with nobody there. With motion gating, a frame whose scene did
+not change since its stream's last embedded one names that frame (`reuse_of`) and gets its vector again
+(`reused`): it still counts as a new embedding of the stream, so windows keep their cadence.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class SampledFrame:
     rgb: np.ndarray  # uint8 [H, W, 3], already resized to the backbone's input (NO_PIXELS when gated)
     zone: str = ""  # "" for a camera without zones
     gated: bool = False  # nobody in the zone: not embedded
+    reuse_of: float | None = None  # unchanged since the stream's frame captured at this `mono` (pipeline/motion.py)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Embedding:
     vector: np.ndarray  # float32 [D] (NO_FEATURES when gated)
     zone: str = ""
     gated: bool = False
+    reused: bool = False  # motion gating: the stream's previous vector, the backbone did not run
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,37 @@ def test_demo_site_finds_falls_and_stores_them(demo_site):
     assert waves and all(r["action"] == "wave" and r["confidence"] >= 0.6 for r in waves)
 
 
+def test_motion_gating_still_finds_a_fall_between_still_stretches(demo_site, tmp_path):
+    """Gating is on by default. Line-2's camera sees nothing move for 4 s before the person falls and 4 s
+    after the scene: those frames reuse embeddings, and the fall is still found."""
+    import numpy as np
+
+    from monitor.demo import demo, synthetic
+    from monitor.evidence.media import write_video
+
+    _, segments, seed = demo.SCENES["line-2"]
+    frames = synthetic.render_scene(segments, demo.CLIP_FPS, demo.CLIP_SIZE, seed)
+    fall = round(sum(s for a, s in segments[:segments.index(("fall", 2.5))]) * demo.CLIP_FPS)
+    still = lambda frame: np.repeat(frame[None], round(4 * demo.CLIP_FPS), 0)
+    clip = tmp_path / "line-2-still.mp4"
+    write_video(clip, np.concatenate([frames[:fall], still(frames[fall]), frames[fall:], still(frames[-1])]),
+                demo.CLIP_FPS, keyframe_interval=round(demo.CLIP_FPS))
+    data = yaml.safe_load(demo_site.read_text())
+    assert "motion" not in data, "the demo runs with the defaults"
+    data["cameras"] = [dict(c, url=str(clip)) for c in data["cameras"] if c["id"] == "line-2"]
+    data["storage"]["url"] = f"sqlite:///{tmp_path / 'v.db'}"
+    data["evidence"] = {"enabled": False}
+    site = demo_site.parent / "site-still.yaml"
+    site.write_text(yaml.safe_dump(data, sort_keys=False))
+    with RunningDaemon(site) as d:
+        d.wait_for(lambda: d.value("har_monitor_violations_total", camera="line-2", rule="person-fell",
+                                   severity="critical") >= 1, 90, "the fall on gated line-2")
+        reused = d.value("har_monitor_frames_reused_total", camera="line-2")
+        embedded = d.value("har_monitor_embeddings_total", camera="line-2")
+    assert reused >= 8, "the still stretches reused embeddings"
+    assert embedded > 0
+
+
 def test_sigterm_drains_and_exits_0_and_no_secret_leaks(demo_site, tmp_path):
     data = yaml.safe_load(demo_site.read_text())
     data["cameras"].append({"id": "dock-door", "url": "rtsp://admin:${DOOR_PASS}@127.0.0.1:1/stream1",

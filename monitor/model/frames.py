@@ -6,6 +6,10 @@ the same pixels offline as at run time.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+from typing import Literal
+
 import av
 import numpy as np
 
@@ -68,6 +72,64 @@ def set_decode_threads(stream: av.video.stream.VideoStream, threads: int) -> Non
     else:
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
+
+
+Discard = Literal["DEFAULT", "NONREF", "NONKEY"]
+SKIP_FRAMES: dict[str, Discard] = {"none": "DEFAULT", "nonref": "NONREF", "nonkey": "NONKEY"}  # site.yaml -> AVDiscard
+
+
+PICT_B = 3  # AVPictureType: a B-frame, which (in the streams cameras send) no other frame refers to
+PROBE_SECONDS = 3.0
+
+
+class SkipGuard:
+    """FFmpeg's `skip_frame` on a decoder, used only while it cannot cost a sampled frame.
+
+    Skipping frames (B-frames, or all but keyframes) saves most of the decode, but loses samples if the frames
+    still decoded come further apart than the sampler's period. So a connection starts decoding every frame,
+    for PROBE_SECONDS of stream time, watching the frames that would survive the skip (keyframes; frames that
+    are not B-frames); only if they came at least once a sample period does skipping start (`decided(True)`).
+    Should a later gap between decoded frames exceed the period (the camera's keyframe interval changed),
+    skipping stops for the rest of the connection (`decided(False)`): that gap's samples are the only ones lost.
+    """
+
+    def __init__(self, stream: av.video.stream.VideoStream, mode: str, sample_fps: float,
+                 decided: Callable[[bool, float], None] = lambda on, gap: None):
+        self.stream = stream
+        self.mode = mode
+        self.limit = 1.05 / sample_fps  # a little slack for timestamp jitter
+        self.decided = decided
+        self.active = False
+        self._probing = mode != "none"
+        self._start: float | None = None
+        self._survivors: list[float] = []
+        self._last = 0.0
+
+    def check(self, frame: av.VideoFrame, t: float) -> None:
+        """`frame`, decoded at stream time `t`."""
+        if self.active:
+            if t - self._last > self.limit:
+                self._set(False, t - self._last)
+            self._last = t
+        elif self._probing:
+            self._probe(frame, t)
+
+    def _probe(self, frame: av.VideoFrame, t: float) -> None:
+        self._start = t if self._start is None else self._start
+        if frame.key_frame if self.mode == "nonkey" else frame.pict_type != PICT_B:
+            self._survivors.append(t)
+        if t - self._start < PROBE_SECONDS:
+            return
+        self._probing = False
+        times = [self._start, *self._survivors, t]
+        gap = max(b - a for a, b in itertools.pairwise(times))
+        self._last = t
+        self._set(gap <= self.limit and bool(self._survivors), gap)
+
+    def _set(self, on: bool, gap: float) -> None:
+        self.active = on
+        self.stream.codec_context.skip_frame = SKIP_FRAMES[self.mode] if on else "DEFAULT"
+        self.decided(on, gap)
 
 
 def open_options(location: str) -> dict[str, str]:

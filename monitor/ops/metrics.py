@@ -34,6 +34,7 @@ class Metrics:
         self.frames_decoded = Counter("har_monitor_frames_decoded_total", "Frames decoded", cam, registry=r)
         self.frames_sampled = Counter("har_monitor_frames_sampled_total", "Frames sampled for inference", cam, registry=r)
         self.frames_dropped = Counter("har_monitor_frames_dropped_total", "Sampled frames dropped because the inference queue was full", cam, registry=r)
+        self.over_capacity = Gauge("har_monitor_over_capacity", "1 while the box is over capacity: a camera dropped a sampled frame within inference.over_capacity_seconds", registry=r)
         self.decode_errors = Counter("har_monitor_decode_errors_total", "Packets that failed to decode", cam, registry=r)
         self.camera_up = Gauge("har_monitor_camera_up", "1 while the camera delivers frames", cam, registry=r)
         self.reconnects = Counter("har_monitor_camera_reconnects_total", "Reconnection attempts", cam, registry=r)
@@ -43,6 +44,7 @@ class Metrics:
         self.inference_seconds = Histogram("har_monitor_inference_seconds", "Backbone call duration", buckets=INFER_BUCKETS, registry=r)
         self.classifier_seconds = Histogram("har_monitor_classifier_seconds", "Temporal head call duration", buckets=INFER_BUCKETS, registry=r)
         self.embeddings = Counter("har_monitor_embeddings_total", "Frame embeddings computed", cam, registry=r)
+        self.frames_reused = Counter("har_monitor_frames_reused_total", "Sampled frames that reused their stream's last embedding (motion gating: the scene had not changed)", cam, registry=r)
         self.predictions = Counter("har_monitor_predictions_total", "Window predictions by top action", ["camera", "action"], registry=r)
         self.violations = Counter("har_monitor_violations_total", "Violation episodes opened", ["camera", "rule", "severity"], registry=r)
         self.open_episodes = Gauge("har_monitor_open_episodes", "Violation episodes currently open", registry=r)
@@ -74,7 +76,8 @@ class Metrics:
     def init_cameras(self, cameras: list[str]) -> None:
         for c in cameras:
             for family in (self.frames_decoded, self.frames_sampled, self.frames_dropped, self.decode_errors,
-                           self.camera_up, self.reconnects, self.stalls, self.last_frame, self.embeddings):
+                           self.camera_up, self.reconnects, self.stalls, self.last_frame, self.embeddings,
+                           self.frames_reused):
                 family.labels(c)
 
     def init_labels(self, cameras: list[str], actions: list[str], rules: list[tuple[str, str]]) -> None:

@@ -67,7 +67,9 @@ class Analysis(Worker):
 
     def _analyze(self, batch: list[Embedding]) -> None:
         for e in batch:
-            if not e.gated:
+            if e.reused:
+                self.metrics.frames_reused.labels(e.camera).inc()
+            elif not e.gated:
                 self.metrics.embeddings.labels(e.camera).inc()
         windows = [w for w in map(self.windows.push, batch) if w is not None]
         if not windows:

@@ -55,8 +55,9 @@ class Daemon:
         self.pipeline.rules_watcher.request()
 
     def health(self) -> dict:
-        """Liveness: no stage's thread has died. Readiness: also at least one camera delivers frames
-        (the models are loaded before the server is asked, the store is reachable or spooling)."""
+        """Liveness: no stage's thread has died. Readiness: also at least one camera delivers frames (the models
+        are loaded before the server is asked, the store is reachable or spooling) and the box is not over
+        capacity (no camera dropped a frame lately). `not_ready` says why not."""
         p = self.pipeline
         stages = {"embedder": p.embedder, "analysis": p.analysis, "rules-watch": p.rules_watcher,
                   **({"evidence": p.evidence} if p.evidence else {}),
@@ -67,8 +68,11 @@ class Daemon:
         store = p.writer.thread.ident is None or p.writer.thread.is_alive()
         live = all(healthy.values()) and store
         cameras_up = sum(s.is_up for s in p.sources)
-        return {"live": live, "ready": live and cameras_up > 0, "cameras_up": cameras_up,
-                "cameras": len(p.sources), "spooled": len(p.writer.spool),
+        over = p.queues.dropped_within(p.site.config.inference.over_capacity_seconds)
+        reasons = [why for why, bad in (("stage_down", not live), ("no_camera_up", cameras_up == 0),
+                                        ("over_capacity", over)) if bad]
+        return {"live": live, "ready": not reasons, "not_ready": reasons, "over_capacity": over,
+                "cameras_up": cameras_up, "cameras": len(p.sources), "spooled": len(p.writer.spool),
                 "threads": {**healthy, "store": store}}
 
     def run(self, stop: threading.Event, duration: float | None = None) -> RunSummary:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from monitor.messages import NO_FEATURES, Embedding
+from monitor.messages import NO_FEATURES, Embedding, SampledFrame
 from monitor.model.backbones import Backbone
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv
@@ -16,9 +16,15 @@ from monitor.pipeline.framequeue import FrameQueues
 
 log = logging.getLogger(__name__)
 
+Stream = tuple[str, str]  # (camera, zone)
+
 
 class Embedder(Worker):
     """Takes batches of up to `max_batch` frames (or what came within `max_wait_ms`) from the queues.
+
+    A frame marked by motion gating (`reuse_of`) gets its stream's last vector again, without the backbone,
+    when that vector is the one of the frame it names; otherwise (that frame was dropped, or its batch failed)
+    it is embedded and its vector stands for the frame it names from then on.
 
     `stop()` means the cameras have stopped: it embeds what is still queued, then ends, so no sampled
     frame is lost at shutdown.
@@ -34,6 +40,7 @@ class Embedder(Worker):
         self.max_wait = max_wait_ms / 1000.0
         self.emit = emit
         self.observe = observe
+        self._last: dict[Stream, tuple[float, np.ndarray]] = {}  # stream -> (mono it stands for, vector)
 
     def warm_up(self) -> None:
         """Trace and run the compiled backbone once before cameras start."""
@@ -47,14 +54,42 @@ class Embedder(Worker):
                 if self.stopping.is_set() and not len(self.queues):
                     return
                 continue
-            seen = [f for f in batch if not f.gated]  # gated frames (nobody in the zone) have no pixels
-            start = time.perf_counter()
-            try:
-                vectors = iter(self.backbone.embed(np.stack([f.rgb for f in seen])) if seen else ())
-            except Exception:  # a bad batch must not stop inference for every camera
-                log.exception(kv(event="inference_failed", batch=len(batch)))
-                continue
-            if seen:
-                self.observe(len(seen), time.perf_counter() - start)
-            self.emit([Embedding(f.camera, f.ts, f.mono, NO_FEATURES if f.gated else next(vectors), f.zone, f.gated)
-                       for f in batch])
+            self._embed(batch)
+
+    def _embed(self, batch: list[SampledFrame]) -> None:
+        reuse = self._reusable(batch)
+        # gated frames (nobody in the zone) have no pixels; reusable ones need none
+        seen = [f for f, r in zip(batch, reuse, strict=True) if not f.gated and not r]
+        start = time.perf_counter()
+        try:
+            vectors = iter(self.backbone.embed(np.stack([f.rgb for f in seen])) if seen else ())
+        except Exception:  # a bad batch must not stop inference for every camera
+            log.exception(kv(event="inference_failed", batch=len(batch)))
+            return
+        if seen:
+            self.observe(len(seen), time.perf_counter() - start)
+        out = []
+        for f, r in zip(batch, reuse, strict=True):
+            stream = (f.camera, f.zone)
+            if f.gated:
+                vector = NO_FEATURES
+            elif r:
+                vector = self._last[stream][1]
+            else:
+                vector = next(vectors)
+                self._last[stream] = (f.mono if f.reuse_of is None else f.reuse_of, vector)
+            out.append(Embedding(f.camera, f.ts, f.mono, vector, f.zone, f.gated, reused=r))
+        self.emit(out)
+
+    def _reusable(self, batch: list[SampledFrame]) -> list[bool]:
+        """Which frames can take their stream's last vector: the one of the frame they name, embedded
+        earlier or earlier in this batch."""
+        stands_for = {stream: mono for stream, (mono, _) in self._last.items()}
+        reuse = []
+        for f in batch:
+            stream = (f.camera, f.zone)
+            ok = not f.gated and f.reuse_of is not None and stands_for.get(stream) == f.reuse_of
+            if not f.gated and not ok:
+                stands_for[stream] = f.mono if f.reuse_of is None else f.reuse_of
+            reuse.append(ok)
+        return reuse

@@ -29,6 +29,7 @@ from monitor.pipeline.analysis import Analysis
 from monitor.pipeline.classifier import Classifier
 from monitor.pipeline.embedder import Embedder
 from monitor.pipeline.framequeue import FrameQueues
+from monitor.pipeline.motion import MotionSettings
 from monitor.pipeline.reload import RulesWatcher
 from monitor.pipeline.sinks import ViolationSinks
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
@@ -73,7 +74,7 @@ def source_settings(site: Site, cam: CameraConfig, bundle: Bundle, size: tuple[i
         camera=cam.id, location=site.camera_location(cam), is_network=cam.is_network, size=size,
         sample_fps=cam.sample_fps or bundle.manifest.window.sample_fps, loop=cam.loop, realtime=cam.realtime,
         stall_seconds=cam.stall_seconds, open_timeout=cam.open_timeout_seconds,
-        decode_threads=cam.decoder_threads,
+        decode_threads=cam.decoder_threads, skip_frames=cam.skip_frames,
         backoff_initial=rc.initial_seconds, backoff_max=rc.max_seconds,
         evidence_fps=site.config.evidence.fps if site.config.evidence.enabled else 0.0,
         evidence_width=site.config.evidence.width)
@@ -103,6 +104,7 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
     # a camera's zones share its queue: room for as many frames per zone as a camera without zones has
     queues = FrameQueues(names, {c.id: c.queue_size * max(1, len(c.zones)) for c in cameras},
                          on_drop=lambda cam: metrics.frames_dropped.labels(cam).inc())
+    metrics.over_capacity.set_function(lambda: float(queues.dropped_within(cfg.inference.over_capacity_seconds)))
     settings = [source_settings(site, c, bundle, backbone.input_size) for c in cameras]
     max_gap = 3.0 * max((1.0 / s.sample_fps for s in settings), default=1.0) + 1.0
     build = {"site": cfg.site, "model": bundle.hash, "rules": checked.rules.hash, "config": site.hash[:16],
@@ -123,7 +125,8 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
     embedder = Embedder(backbone, queues, cfg.inference.max_batch, cfg.inference.max_wait_ms, analysis.put,
                         lambda size, seconds: (metrics.batch_size.observe(size), metrics.inference_seconds.observe(seconds)))
     hooks = _hooks(metrics, queues, evidence, notifier)
-    sources = [CameraSource(s, hooks, _splitter(site, c, backbone.input_size, metrics)) for s, c in zip(settings, cameras, strict=True)]
+    sources = [CameraSource(s, hooks, _splitter(site, c, backbone.input_size, metrics), motion_settings(site, c))
+               for s, c in zip(settings, cameras, strict=True)]
     watcher = RulesWatcher(site.rule_files, bundle.labels, bundle.manifest.groups, checked.rules, analysis.offer_rules,
                            metrics, targets=site.notify_targets)
     retention = None
@@ -141,6 +144,14 @@ def describe(metrics: Metrics, build: dict[str, str], ruleset: RuleSet) -> None:
     describe_build(metrics, **build)
     metrics.rule_info.set([{"rule": r.id, "severity": r.severity, "kind": r.kind,
                             **{f"label_{k}": v for k, v in r.labels.items()}} for r in ruleset.rules])
+
+
+def motion_settings(site: Site, cam: CameraConfig) -> MotionSettings | None:
+    """The camera's motion gating (its own `motion`, else the site's), or None when it is off."""
+    cfg = cam.motion or site.config.motion
+    if not cfg.enabled:
+        return None
+    return MotionSettings(cfg.pixel_threshold, cfg.min_changed, cfg.refresh_seconds)
 
 
 def _splitter(site: Site, cam: CameraConfig, size: tuple[int, int], metrics: Metrics) -> ZoneSplitter | None:

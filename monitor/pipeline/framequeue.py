@@ -2,7 +2,10 @@
 
 Each camera has its own bounded deque: when the embedder falls behind, a camera's oldest
 frame is dropped (the newest frames matter for a live monitor) and the drop is counted.
-Batches are taken round-robin across cameras so one busy camera cannot starve the others.
+Batches are taken round-robin across cameras so one busy camera cannot starve the others: under
+overload each camera gets an equal share of the embedder (a camera asking less keeps all its frames,
+the others share the rest), and each drops only its own oldest frames. A drop within the last
+`over_capacity_seconds` means the box is over capacity (`/readyz` says so).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ class FrameQueues:
         self._cond = threading.Condition()
         self._on_drop = on_drop
         self._next = 0  # round-robin start
+        self._last_drop = float("-inf")  # monotonic
 
     def put(self, frame: SampledFrame) -> None:
         with self._cond:
             q = self._queues[frame.camera]
             if len(q) == q.maxlen:
+                self._last_drop = time.monotonic()
                 self._on_drop(frame.camera)
             q.append(frame)
             self._cond.notify()
@@ -34,6 +39,10 @@ class FrameQueues:
     def __len__(self) -> int:
         with self._cond:
             return sum(len(q) for q in self._queues.values())
+
+    def dropped_within(self, seconds: float) -> bool:
+        """Whether any camera dropped a frame in the last `seconds`: inference does not keep up."""
+        return time.monotonic() - self._last_drop <= seconds
 
     def get_batch(self, max_batch: int, max_wait: float, timeout: float = 0.2) -> list[SampledFrame]:
         """Wait up to `timeout` for a first frame, then up to `max_wait` more to fill the batch."""

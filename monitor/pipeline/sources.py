@@ -2,7 +2,10 @@
 
 A reader opens the stream, decodes every frame, samples at `sample_fps` from the frames'
 timestamps and resizes only the sampled frames to the backbone's input in FFmpeg (a camera with
-zones passes each sampled frame to its `split` instead: one frame per zone, pipeline/zones.py).
+zones passes each sampled frame to its `split` instead: one frame per zone, pipeline/zones.py). With
+motion gating, each stream's frame then passes the connection's `MotionGate` (pipeline/motion.py), which
+marks an unchanged one to reuse the last embedding; each connection has its own, so its first frames are
+embedded and an abandoned reader shares nothing with the next.
 
 Isolation: a supervisor thread per camera watches its reader. PyAV can block forever on a
 stalled stream, and a killed server just ends the iteration, so the supervisor decides from
@@ -28,6 +31,7 @@ from monitor.backoff import Backoff
 from monitor.messages import SampledFrame
 from monitor.model.frames import (
     FrameSampler,
+    SkipGuard,
     open_container,
     reduced_size,
     set_decode_threads,
@@ -37,6 +41,7 @@ from monitor.model.frames import (
 )
 from monitor.ops.lifecycle import Worker
 from monitor.ops.logs import kv, redact, redact_url
+from monitor.pipeline.motion import MotionGate, MotionSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ class SourceSettings:
     stall_seconds: float = 10.0
     open_timeout: float = 10.0
     decode_threads: int = 1  # 1: no threads (least CPU); n > 1: up to n frame+slice threads; 0: FFmpeg's choice
+    skip_frames: str = "none"  # none | nonref | nonkey: FFmpeg's skip_frame, undone when it would cost a sample
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     evidence_fps: float = 0.0  # 0: no evidence frames
@@ -79,11 +85,13 @@ class CameraSource(Worker):
     """Supervises one camera (ops.lifecycle: start, stop, join). Its thread is the supervisor; each
     connection gets a reader thread of its own, which the supervisor abandons when it stalls."""
 
-    def __init__(self, settings: SourceSettings, hooks: SourceHooks, split: Split | None = None):
+    def __init__(self, settings: SourceSettings, hooks: SourceHooks, split: Split | None = None,
+                 motion: MotionSettings | None = None):
         super().__init__(f"camera-{settings.camera}")
         self.s = settings
         self.hooks = hooks
         self._split = split or self._whole_frame
+        self._motion = motion
         self._generation = 0
         self._last_frame = 0.0  # monotonic time of the last decoded frame of the current reader
         self._connected = False
@@ -159,10 +167,12 @@ class CameraSource(Worker):
         evidence_sampler = FrameSampler(s.evidence_fps) if s.evidence_fps else None
         offset = 0.0  # added to file timestamps when a file loops, so time keeps going forward
         pace_start: float | None = None
+        gate = MotionGate(self._motion) if self._motion is not None else None
         while mine():
             with open_container(s.location, s.open_timeout, s.stall_seconds) as container:
                 stream = video_stream(container)
                 set_decode_threads(stream, s.decode_threads)
+                skip = SkipGuard(stream, s.skip_frames, s.sample_fps, self._skip_decided)
                 frame_period = 1.0 / float(stream.average_rate or 25)
                 last_t = offset - frame_period
                 for frame in self._frames(container, stream):
@@ -184,12 +194,13 @@ class CameraSource(Worker):
                         self.hooks.up(self.camera, True)
                         log.info(kv(event="camera_up", camera=self.camera, url=redact_url(s.location),
                                     codec=stream.codec_context.name, width=stream.width, height=stream.height))
+                    skip.check(frame, t)
                     ts = time.time()
                     self.hooks.decoded(self.camera, ts)
                     last_t = t
                     if sampler.take(t):
                         for sampled in self._split(frame, ts, self._last_frame):
-                            self.hooks.frame(sampled)
+                            self.hooks.frame(gate(sampled) if gate is not None else sampled)
                     if evidence_sampler is not None and evidence_sampler.take(t):
                         self.hooks.evidence(self.camera, ts, self._evidence_frame(frame))
             if s.is_network:
@@ -199,6 +210,12 @@ class CameraSource(Worker):
                 self._ended = True
                 return
             offset = last_t + frame_period
+
+    def _skip_decided(self, on: bool, gap: float) -> None:
+        """The decoder skips frames from now on (`on`), or no more: the longest gap it saw or met, in seconds."""
+        log.log(logging.INFO if on else logging.WARNING,
+                kv(event="skip_frames_on" if on else "skip_frames_off", camera=self.camera, mode=self.s.skip_frames,
+                   gap_s=round(gap, 3), sample_period_s=round(1 / self.s.sample_fps, 3)))
 
     def _whole_frame(self, frame: av.VideoFrame, ts: float, mono: float) -> list[SampledFrame]:
         height, width = self.s.size

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -108,6 +108,20 @@ def _host(url: str) -> str:
     return authority.rsplit(":", 1)[0]
 
 
+class MotionConfig(StrictModel):
+    """Motion gating: an unchanged frame (on a small grey copy) reuses its stream's last embedding."""
+
+    enabled: bool = Field(default=True, description="Reuse the last embedding for unchanged frames "
+                          "(`har_monitor_frames_reused_total`). `false`: embed every sampled frame.")
+    pixel_threshold: int = Field(default=10, ge=1, le=255, description="Grey levels (0-255) a pixel of the "
+                                 "48x48 grey copy must change by to count as changed: above the camera's noise.")
+    min_changed: float = Field(default=0.003, gt=0, le=1, description="Fraction of the grey copy's pixels that must "
+                               "change for the scene to count as changed (0.003: 7 of 2304 pixels, a person's "
+                               "arm at a few metres).")
+    refresh_seconds: float = Field(default=10.0, gt=0, le=3600, description="Embed a frame at least this often "
+                                   "even when nothing changed.")
+
+
 class CameraConfig(StrictModel):
     """One camera: a network stream or a video file."""
 
@@ -131,9 +145,18 @@ class CameraConfig(StrictModel):
         "FFmpeg decoder threads. Default: 1 for live cameras and paced files (the least CPU per frame, leaving the "
         "cores to inference); FFmpeg's choice for files read with `realtime: false`. 0 = FFmpeg's choice, for "
         "streams one core cannot decode in real time (4K H.265)."))
+    skip_frames: Literal["none", "nonref", "nonkey"] = Field(default="none", description=(
+        "Frames the decoder may leave out (FFmpeg's `skip_frame`), used only where it costs no sampled frame: "
+        "`nonref` leaves out B-frames, `nonkey` decodes keyframes only (a camera set to a keyframe at least every "
+        "1 / `sample_fps` seconds: a fraction of the decode). Each connection first decodes every frame for 3 s "
+        "and skips only if the frames left would still come once a sample period (`skip_frames_on`, else "
+        "`skip_frames_off` in the log); a later longer gap turns skipping off. Evidence clips show only the "
+        "frames decoded."))
     zones: list[ZoneConfig] = Field(default_factory=list, max_length=MAX_ZONES, description=(
         f"Parts of the frame classified as streams of their own (at most {MAX_ZONES}; each costs one embedding "
         "per sampled frame, the frame is decoded once). Without zones the whole frame is one stream, in `zone`."))
+    motion: MotionConfig | None = Field(default=None, description="This camera's motion gating (default: the "
+                                        "site's `motion`).")
 
     @field_validator("zones")
     @classmethod
@@ -234,6 +257,10 @@ class InferenceConfig(StrictModel):
 
     max_batch: int = Field(default=32, ge=1, le=256, description="Frames per backbone call at most.")
     max_wait_ms: float = Field(default=50.0, ge=0, le=5000, description="How long a batch waits to fill up.")
+    over_capacity_seconds: float = Field(default=60.0, gt=0, le=86400, description="While a camera dropped a "
+                                         "sampled frame (its queue full: inference does not keep up) within this "
+                                         "many seconds, the box is over capacity: `/readyz` answers 503 with "
+                                         "`over_capacity` and `har_monitor_over_capacity` is 1.")
 
 
 class ReconnectConfig(StrictModel):
@@ -261,6 +288,7 @@ class SiteConfig(StrictModel):
     inference: InferenceConfig = Field(default=InferenceConfig(), description=InferenceConfig.__doc__)
     reconnect: ReconnectConfig = Field(default=ReconnectConfig(), description=ReconnectConfig.__doc__)
     qa: QAConfig = Field(default=QAConfig(), description=QAConfig.__doc__)
+    motion: MotionConfig = Field(default=MotionConfig(), description=MotionConfig.__doc__)
     cameras: list[CameraConfig] = Field(min_length=1, description="The cameras.")
     person_detector: PersonDetectorConfig | None = Field(default=None, description="The detector of zones with "
                                                          "`person_gate: true`.")
