@@ -120,6 +120,9 @@ def _place(view: ViolationView, signature: dict, label: str, root: Path, out: Pa
         atomic_write(target.with_name(name + SIDECAR), json.dumps(sidecar, indent=1, sort_keys=True) + "\n")
         for path in stale:
             path.unlink()
+        for folder in {p.parent for p in stale}:
+            if not any(folder.iterdir()):  # an empty class folder would stop `train`
+                folder.rmdir()
     except OSError as exc:
         raise UserError(f"--out: cannot write {target}: {exc.strerror or exc}") from None
     result.written.append((vid, label))
