@@ -71,7 +71,7 @@ def test_a_shadow_model_that_cannot_share_the_embeddings_or_the_rules_is_refused
         assert any(p.startswith(f"{site}: shadow_model: {candidate}") and problem in p for p in refused.value.problems), \
             refused.value.problems
     missing = write_site(tmp_path / "site-missing", tiny_bundle, cameras, FALL_RULES, shadow_model="nowhere")
-    with pytest.raises(UserError, match="shadow_model: .*nowhere: model bundle not found"):
+    with pytest.raises(UserError, match=r"shadow_model: .*nowhere: model bundle not found"):
         check_site(missing)
     same = write_site(tmp_path / "site-same", tiny_bundle, cameras, FALL_RULES,
                       shadow_model=str(edit_manifest(tiny_bundle, tmp_path / "renamed-only", lambda d: d.update(name="v2"))))

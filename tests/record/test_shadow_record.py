@@ -23,7 +23,6 @@ from monitor.record.tables import audit_events, model_runs, shadow_events, viola
 from monitor.record.writer import StoreWriter, write_event
 from support.events import PROV, T0, pair
 from support.records import PASSWORD
-from support.waiting import wait_until
 
 SHADOW = "5" * 64
 NEW = "6" * 64
