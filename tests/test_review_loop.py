@@ -5,6 +5,7 @@ shadow beside it, and is promoted by a config change that the audit trail record
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,13 +78,18 @@ def test_reviews_become_a_dataset_a_candidate_a_shadow_and_a_promotion(demo_buil
         sign_review(conn, wrongly.row["id"], "rita", PASSWORD, "false_positive", "he was sitting down")
     engine.dispose()
 
-    # the reviewed clips as training data: false positives under `idle`, a label both models know
+    # the reviewed clips added to (a little of) the training data: false positives under `idle`
     data = tmp_path / "data"
+    for clip in sorted((site.parent / "train").glob("*/*_line-1_c0[01].mp4")):
+        (data / clip.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(clip, data / clip.parent.name / clip.name)
     assert main(["dataset", "from-reviews", "--cameras", str(site), "--since", "1h", "--out", str(data),
                  "--negative-class", "idle"]) == 0
-    clips = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.mp4"))
-    assert [c.split("/")[0] for c in clips] == ["fall", "idle", "wave"], clips
+    reviewed = sorted(p.with_suffix("").relative_to(data).as_posix() for p in data.rglob("*.mp4.json"))
+    assert [r.split("/")[0] for r in reviewed] == ["fall", "idle", "wave"], reviewed
     assert json.loads(next((data / "idle").glob("*.json")).read_text())["violation_id"] == wrongly.row["id"]
+    clips = list(data.rglob("*.mp4"))
+    assert len(clips) == 2 * 5 + 3
 
     # a tiny candidate on the live model's backbone and windows, compared with the live model
     new = tmp_path / "candidate"
@@ -97,7 +103,7 @@ def test_reviews_become_a_dataset_a_candidate_a_shadow_and_a_promotion(demo_buil
     assert main(["models", "compare", str(old), str(new), str(data), "--out", str(tmp_path / "compare")]) == 0
     assert "verdict" in capsys.readouterr().out
     compared = json.loads((tmp_path / "compare" / "compare.json").read_text())
-    assert compared["n_clips"] == 3 and compared["new"]["hash"] == load_bundle(new).hash
+    assert compared["n_clips"] == len(clips) and compared["new"]["hash"] == load_bundle(new).hash
 
     # the candidate in shadow: it classifies every live window, its episodes stay out of the record
     candidate = load_bundle(new).hash
