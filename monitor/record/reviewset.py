@@ -20,12 +20,12 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-import yaml
 
 from monitor.errors import UserError
 from monitor.fileio import atomic_output, atomic_write, sha256_file
 from monitor.record.review import ViolationView, query
 from monitor.record.tables import rule_sets
+from monitor.yamlfile import parse_yaml
 
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a class folder's name
 SIDECAR = ".json"
@@ -162,8 +162,8 @@ def _kinds(text: str) -> dict[str, str]:
     kinds = {}
     for part in re.split(r"^# file: .*$", text, flags=re.MULTILINE):
         try:
-            data = yaml.safe_load(part)
-        except yaml.YAMLError:
+            data, _ = parse_yaml(part, Path("<stored rule set>"))
+        except UserError:  # it was valid when the daemon ran it; unreadable now: the kind is unknown
             continue
         for rule in (data or {}).get("rules", []) if isinstance(data, dict) else []:
             if isinstance(rule, dict) and "id" in rule:

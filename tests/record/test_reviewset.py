@@ -133,3 +133,15 @@ def test_a_bad_negative_class_is_a_user_error(db, reviewed, tmp_path, capsys):
     assert "--negative-class: '../x' is not a folder name" in capsys.readouterr().err
     assert cli(db, "dataset", "from-reviews", "--out", str(tmp_path / "d")) == 2
     assert "give --evidence-dir" in capsys.readouterr().err
+
+
+def test_an_absence_rules_clip_is_no_example_of_its_action(db, reviewed, tmp_path, capsys):
+    from monitor.record.rulesets import remember_ruleset
+
+    engine = create_engine(db.url)
+    text = "# file: rules/gmp.yaml\nrules:\n  - {id: no-gloves, kind: absence, action: touch_product, every: 1h}\n"
+    remember_ruleset(engine, PROV.rules_hash, text).join(10)  # the rule set these violations were judged by
+    engine.dispose()
+    lines = harvest(db, reviewed, tmp_path / "data", capsys).splitlines()
+    assert "skipped ep-a: an absence rule: its clip shows what did not happen, not an action" in lines
+    assert lines[-1] == f"1 written, 0 already there, 4 skipped -> {tmp_path / 'data'}", "the false positive still is one"
