@@ -410,9 +410,9 @@ def _shadow_report(args: argparse.Namespace, engine) -> int:
 
     with engine.connect() as conn:
         report = shadow_report(conn, parse_since(args.since), args.camera)
-    for start, end, live, shadow in report.periods:
-        print(f"shadow run {start.isoformat()[:19]} .. {end.isoformat()[:19] if end else 'now'}: "
-              f"model {live[:12]}, shadow {shadow[:12]}")
+    for period in report.periods:
+        print(f"shadow run {period.start.isoformat()[:19]} .. {period.end.isoformat()[:19] if period.end else 'now'}: "
+              f"site {period.site}, model {period.model_hash[:12]}, shadow {period.shadow_hash[:12]}")
     if report.tallies:
         table = Table("rule", "camera", "both", "live only", "of which confirmed", "of which false positive", "shadow only")
         for (rule, camera), t in sorted(report.tallies.items()):

@@ -90,6 +90,20 @@ class Episode:
     disposition: str = ""  # live episodes: the latest signature's meaning ("" unreviewed)
 
 
+@dataclass(frozen=True)
+class Period:
+    """A span in which a site's daemon ran with a shadow model: from that start to the site's next one."""
+
+    site: str
+    start: datetime
+    end: datetime | None  # None: still running (or the last run recorded)
+    model_hash: str
+    shadow_hash: str
+
+    def holds(self, site: str, at: datetime) -> bool:
+        return site == self.site and self.start <= at and (self.end is None or at < self.end)
+
+
 @dataclass
 class Tally:
     both: int = 0
@@ -102,7 +116,7 @@ class Tally:
 @dataclass
 class ShadowReport:
     since: datetime | None
-    periods: list[tuple[datetime, datetime | None, str, str]]  # start, end, live model hash, shadow model hash
+    periods: list[Period]
     tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)  # (rule, camera) ->
     live_only: list[Episode] = field(default_factory=list)
     shadow_only: list[Episode] = field(default_factory=list)
@@ -134,7 +148,7 @@ def _overlaps(a: Episode, b: Episode, now: datetime) -> bool:
     return a.started_at <= (b.ended_at or now) and b.started_at <= (a.ended_at or now)
 
 
-def _periods(conn: sa.Connection, since: datetime | None) -> list[tuple[datetime, datetime | None, str, str]]:
+def _periods(conn: sa.Connection, since: datetime | None) -> list[Period]:
     """The spans in which a shadow model ran: from each run with one to the site's next run."""
     runs = conn.execute(sa.select(model_runs).order_by(model_runs.c.seq)).all()
     spans = []
@@ -142,12 +156,12 @@ def _periods(conn: sa.Connection, since: datetime | None) -> list[tuple[datetime
         later = [r.started_at for r in runs[i + 1:] if r.site == run.site]
         end = later[0] if later else None
         if run.shadow_hash and (since is None or end is None or end >= since):
-            spans.append((run.started_at, end, run.model_hash, run.shadow_hash))
+            spans.append(Period(run.site, run.started_at, end, run.model_hash, run.shadow_hash))
     return spans
 
 
-def _in(periods: list[tuple[datetime, datetime | None, str, str]], at: datetime) -> bool:
-    return any(start <= at and (end is None or at < end) for start, end, _, _ in periods)
+def _in(periods: list[Period], site: str, at: datetime) -> bool:
+    return any(p.holds(site, at) for p in periods)
 
 
 def shadow_report(conn: sa.Connection, since: datetime | None = None, camera: str | None = None) -> ShadowReport:
@@ -163,7 +177,7 @@ def shadow_report(conn: sa.Connection, since: datetime | None = None, camera: st
         live_q, shadow_q = live_q.where(violations.c.started_at >= since), shadow_q.where(shadow_events.c.started_at >= since)
     if camera:
         live_q, shadow_q = live_q.where(violations.c.camera == camera), shadow_q.where(shadow_events.c.camera == camera)
-    live = [r for r in conn.execute(live_q).all() if _in(periods, r.started_at)]
+    live = [r for r in conn.execute(live_q).all() if _in(periods, r.site, r.started_at)]
     ids = [r.id for r in live]
     ends = {r.violation_id: json.loads(r.new) for r in conn.execute(
         sa.select(audit_events.c.violation_id, audit_events.c.new).where(audit_events.c.what == "closed",
@@ -177,7 +191,7 @@ def shadow_report(conn: sa.Connection, since: datetime | None = None, camera: st
                         datetime.fromisoformat(ends[r.id]["ended_at"]) if r.id in ends else None, meaning.get(r.id, ""))
                 for r in live]
     shadow_eps = [Episode(r.id, r.camera, r.zone, r.rule, r.started_at, r.ended_at)
-                  for r in conn.execute(shadow_q).all() if _in(periods, r.started_at)]
+                  for r in conn.execute(shadow_q).all() if _in(periods, r.site, r.started_at)]
     _match(report, live_eps, shadow_eps)
     return report
 

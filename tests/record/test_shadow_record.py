@@ -8,6 +8,7 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -117,6 +118,8 @@ def test_shadow_report_counts_episodes_only_one_model_opened_per_rule_and_camera
         for episode, camera, start in (("both-1", "line-1", 50), ("fp-1", "line-1", 40), ("conf-2", "line-2", 30)):
             for e in live(episode, camera, "person-fell", at(start)):
                 write_event(conn, e, PROV)
+        for e in live("elsewhere", "line-1", "person-fell", at(45)):  # another site sharing the database
+            write_event(conn, e, replace(PROV, site="plant-9"))
         for episode, camera, start in (("s-both", "line-1", 50.02), ("s-new", "line-2", 20)):
             for e in live(episode, camera, "person-fell", at(start)):
                 write_shadow_event(conn, e, PROV.site, PROV.host, SHADOW, PROV.model_hash)
@@ -127,11 +130,12 @@ def test_shadow_report_counts_episodes_only_one_model_opened_per_rule_and_camera
     capsys.readouterr()
     assert cli(db, "violations", "shadow-report", "--since", "3h") == 0
     out = capsys.readouterr().out
-    assert f"model {PROV.model_hash[:12]}, shadow {SHADOW[:12]}" in out
+    assert f"site plant-7, model {PROV.model_hash[:12]}, shadow {SHADOW[:12]}" in out
     lines = out.splitlines()
     assert any(line.split()[:3] == ["live", "only:", "fp-1"] and line.endswith("false_positive") for line in lines)
     assert any(line.split()[:3] == ["live", "only:", "conf-2"] and line.endswith("confirmed") for line in lines)
     assert any(line.split()[:3] == ["shadow", "only:", "s-new"] for line in lines)
+    assert "elsewhere" not in out, "another site's violations are not this site's live model's"
     assert "before-s" not in out and "both-1" not in out, "agreed episodes and those of runs without a shadow are counted, not listed"
     assert lines[-1] == ("verdict: keep the live model: the shadow would have missed 1 confirmed violation(s) "
                          "(1 of 4 episodes agreed)")
