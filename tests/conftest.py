@@ -38,6 +38,15 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_build(tmp_path_factory) -> Path:
+    """The demo site as it ships (its model trains for a minute), built once and never run: copy it with
+    `support.sites.copy_demo` before running it."""
+    from monitor.demo.demo import build_demo_site
+
+    return build_demo_site(tmp_path_factory.mktemp("demo-build")).parent
+
+
+@pytest.fixture(scope="session")
 def clip(tmp_path_factory) -> Path:
     """Any test's camera: 2 s of a walking figure, 160x120 at 12 fps, H.264 with a keyframe a second."""
     return write_clip(tmp_path_factory.mktemp("clip") / "walk.mp4")

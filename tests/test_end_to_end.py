@@ -15,20 +15,15 @@ import yaml
 
 from support.assets import REPO
 from support.daemon import RunningDaemon
+from support.sites import copy_demo
 from support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
 
 @pytest.fixture(scope="module")
-def demo_site(tmp_path_factory) -> Path:
-    from monitor.demo.demo import build_demo_site
-
-    site = build_demo_site(tmp_path_factory.mktemp("demo"))  # the demo as it ships: its model sees the wave
-    data = yaml.safe_load(site.read_text())
-    data["metrics"]["port"] = 0
-    site.write_text(yaml.safe_dump(data, sort_keys=False))
-    return site
+def demo_site(demo_build, tmp_path_factory) -> Path:
+    return copy_demo(demo_build, tmp_path_factory.mktemp("demo") / "site")  # the demo as it ships: its model sees the wave
 
 
 def rows(db: Path) -> list[dict]:

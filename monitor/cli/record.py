@@ -80,8 +80,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     anchor = v.add_parser("anchor", help="write a signed checkpoint of the chains to the anchor log now")
     anchor_args(anchor)
     store_args(anchor)
-    for command in (listing, show, review, export, verify, anchor):
+    shadow = v.add_parser("shadow-report", help="where the live and the shadow model (shadow_model) disagreed: "
+                                                "episodes only one of them opened, per rule and camera, and a verdict")
+    shadow.add_argument("--since", default="7d", help="e.g. 24h, 7d (default), or an ISO date")
+    shadow.add_argument("--camera")
+    store_args(shadow)
+    for command in (listing, show, review, export, verify, anchor, shadow):
         command.set_defaults(func=cmd_violations)
+
+
+    dataset = sub.add_parser("dataset", help="training data from the record").add_subparsers(dest="dataset_command",
+                                                                                          required=True)
+    harvest = dataset.add_parser("from-reviews", help="the evidence clips of reviewed violations as a training folder "
+                                                      "(confirmed: under the action; false positive: under the "
+                                                      "negative class), each with a sidecar JSON")
+    harvest.add_argument("--since", default="30d", help="violations that started since (default 30d; 24h, 7d, an ISO date)")
+    harvest.add_argument("--out", required=True, type=Path, metavar="DATA_DIR")
+    harvest.add_argument("--negative-class", default="other", metavar="NAME",
+                         help="the folder of false positives (default: other)")
+    harvest.add_argument("--camera")
+    harvest.add_argument("--evidence-dir", type=Path, metavar="DIR",
+                         help="where the evidence files are (default with --cameras: storage.evidence_dir)")
+    store_args(harvest)
+    harvest.set_defaults(func=cmd_dataset)
 
 
 def _site(args: argparse.Namespace):
@@ -246,6 +267,8 @@ def cmd_violations(args: argparse.Namespace) -> int:
         return _verify(args, engine)
     if command == "anchor":
         return _anchor(args, engine)
+    if command == "shadow-report":
+        return _shadow_report(args, engine)
     since = parse_since(getattr(args, "since", None))
     with engine.connect() as conn:
         if command == "show":
@@ -322,6 +345,86 @@ def _anchor(args: argparse.Namespace, engine) -> int:
         raise UserError(f"--anchors: cannot write {log.path}: {exc.strerror or exc}") from None
     print(f"anchored -> {log.path}: " + ", ".join(f"{name} {h.rows} row(s) up to seq {h.seq}"
                                                   for name, h in written.chains.items()))
+    return 0
+
+
+@_store_command
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from monitor.record.review import os_actor
+    from monitor.record.reviewset import from_reviews
+
+    engine = _engine(args)
+    site = _site(args)
+    evidence_dir = args.evidence_dir or (site.resolve(site.config.storage.evidence_dir) if site else None)
+    if evidence_dir is None:
+        raise UserError("dataset from-reviews: give --evidence-dir (or --cameras site.yaml)")
+    label_of = _label_of(site)
+    with engine.connect() as conn:
+        result = from_reviews(conn, evidence_dir, args.out, parse_since(args.since), args.negative_class,
+                              args.camera, label_of)
+    for skipped in result.skipped:
+        print(f"skipped {skipped.violation_id[:8]}: {skipped.why}")
+    counts = result.counts()
+    summary = {"format": "training_dataset", "out": str(args.out.resolve()), "since": args.since,
+               "written": len(result.written), "unchanged": len(result.unchanged), "skipped": len(result.skipped),
+               "clips": counts, "violations": sorted(v for v, _ in result.written + result.unchanged)}
+    _write(engine, lambda conn: _audit_export(conn, os_actor(), summary))
+    _anchor_after_write(args, engine)
+    print(", ".join(f"{label}: {n}" for label, n in sorted(counts.items())) or "no reviewed clips")
+    print(f"{len(result.written)} written, {len(result.unchanged)} already there, {len(result.skipped)} skipped -> {args.out}")
+    return 0
+
+
+def _audit_export(conn, actor: str, summary: dict) -> None:
+    import uuid
+
+    from monitor.record.ledger import audit
+
+    audit(conn, f"exported:{uuid.uuid4()}", None, actor, "exported", {}, summary, "dataset from-reviews")
+
+
+def _label_of(site):
+    """The class of a rule's action: the action, or the one label of a group of one (with --cameras: the model's
+    labels and groups; None: it names no single label)."""
+    if site is None:
+        return lambda action: action
+    from monitor.model.bundle import load_bundle
+
+    bundle = load_bundle(site.model_dir)
+    groups, labels = bundle.manifest.groups, set(bundle.labels)
+
+    def label_of(action: str) -> str | None:
+        if action in labels:
+            return action
+        members = groups.get(action, [])
+        return members[0] if len(members) == 1 else None
+
+    return label_of
+
+
+def _shadow_report(args: argparse.Namespace, engine) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from monitor.record.shadow import shadow_report
+
+    with engine.connect() as conn:
+        report = shadow_report(conn, parse_since(args.since), args.camera)
+    for period in report.periods:
+        print(f"shadow run {period.start.isoformat()[:19]} .. {period.end.isoformat()[:19] if period.end else 'now'}: "
+              f"site {period.site}, model {period.model_hash[:12]}, shadow {period.shadow_hash[:12]}")
+    if report.tallies:
+        table = Table("rule", "camera", "both", "live only", "of which confirmed", "of which false positive", "shadow only")
+        for (rule, camera), t in sorted(report.tallies.items()):
+            table.add_row(rule, camera, str(t.both), str(t.live_only), str(t.live_only_confirmed),
+                          str(t.live_only_false_positive), str(t.shadow_only))
+        Console(width=140).print(table)
+    for ep in report.live_only:
+        print(f"live only:   {ep.id[:8]} {ep.started_at.isoformat()[:19]} {ep.camera} {ep.rule} "
+              f"{ep.disposition or 'unreviewed'}")
+    for ep in report.shadow_only:
+        print(f"shadow only: {ep.id[:8]} {ep.started_at.isoformat()[:19]} {ep.camera} {ep.rule}")
+    print(report.verdict())
     return 0
 
 

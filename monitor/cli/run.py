@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
+from monitor.errors import UserError
 from monitor.ops.logs import import_tensorflow
 
 
@@ -63,9 +64,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     backbone = checked.bundle.build_backbone()
     window = checked.bundle.manifest.window
     Classifier(checked.bundle.head_file, checked.bundle.labels, window.frames, backbone.dim)
+    shadow = checked.shadow
+    if shadow is not None:  # its head must read the live embeddings
+        try:
+            Classifier(shadow.head_file, shadow.labels, shadow.manifest.window.frames, backbone.dim)
+        except UserError as err:
+            raise UserError([f"{args.cameras}: shadow_model: {p}" for p in err.problems]) from None
     print(f"ok: {args.cameras}: site {checked.site.config.site}, {len(checked.site.cameras)} cameras, "
           f"model {checked.bundle.hash} ({len(checked.bundle.labels)} actions), "
-          f"{len(checked.rules.rules)} rules ({checked.rules.hash})")
+          f"{len(checked.rules.rules)} rules ({checked.rules.hash})"
+          + (f", shadow model {shadow.hash} ({len(shadow.labels)} actions)" if shadow else ""))
     return 0
 
 

@@ -69,6 +69,10 @@ class Metrics:
         self.notify_sent = Counter("har_monitor_notifications_sent_total", "Notifications delivered (MQTT PUBACK, webhook 2xx)", target, registry=r)
         self.notify_failed = Counter("har_monitor_notifications_failed_total", "Failed delivery attempts (retried with backoff)", target, registry=r)
         self.notify_pending = Gauge("har_monitor_notifications_pending", "Notifications waiting in the durable outbox", target, registry=r)
+        shadow = ["model"]  # the shadow bundle's short hash (one or two per run: bounded)
+        self.shadow_predictions = Counter("har_monitor_shadow_predictions_total", "The shadow model's window predictions by top action", [*shadow, "camera", "action"], registry=r)
+        self.shadow_violations = Counter("har_monitor_shadow_violations_total", "Episodes the shadow model would have opened (never alerted)", [*shadow, "camera", "rule"], registry=r)
+        self.shadow_errors = Counter("har_monitor_shadow_errors_total", "Batches the shadow model failed to classify (the live model went on)", shadow, registry=r)
         self.rule_info = RuleInfo()
         r.register(self.rule_info)
         self._server: ThreadingHTTPServer | None = None
@@ -79,6 +83,13 @@ class Metrics:
                            self.camera_up, self.reconnects, self.stalls, self.last_frame, self.embeddings,
                            self.frames_reused):
                 family.labels(c)
+
+    def init_shadow(self, model: str, cameras: list[str], rules: list[str]) -> None:
+        """The shadow model's series at 0 from the start (a rate needs its first sample)."""
+        self.shadow_errors.labels(model)
+        for c in cameras:
+            for rule in rules:
+                self.shadow_violations.labels(model, c, rule)
 
     def init_labels(self, cameras: list[str], actions: list[str], rules: list[tuple[str, str]]) -> None:
         self.init_cameras(cameras)

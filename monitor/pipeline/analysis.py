@@ -19,6 +19,7 @@ from monitor.messages import Embedding
 from monitor.ops.lifecycle import Worker
 from monitor.ops.metrics import Metrics
 from monitor.pipeline.classifier import Classifier
+from monitor.pipeline.shadow import ShadowModel
 from monitor.pipeline.sinks import ViolationSinks
 from monitor.pipeline.windows import WindowBuffers
 from monitor.rules import RuleEngine, RuleSet
@@ -28,7 +29,8 @@ INBOX_BATCHES = 256  # embedding batches waiting here; beyond that the embedder 
 
 class Analysis(Worker):
     def __init__(self, windows: WindowBuffers, classifier: Classifier, engine: RuleEngine, sinks: ViolationSinks,
-                 metrics: Metrics, on_rules: Callable[[RuleSet], None] = lambda ruleset: None):
+                 metrics: Metrics, on_rules: Callable[[RuleSet], None] = lambda ruleset: None,
+                 shadow: ShadowModel | None = None):
         super().__init__("analysis")
         self.windows = windows
         self.classifier = classifier
@@ -36,22 +38,28 @@ class Analysis(Worker):
         self.sinks = sinks
         self.metrics = metrics
         self.on_rules = on_rules
+        self.shadow = shadow
         self._inbox: queue.Queue[list[Embedding]] = queue.Queue(maxsize=INBOX_BATCHES)
         self._rules_lock = threading.Lock()
         self._new_rules: RuleSet | None = None
+        self._new_shadow_rules: RuleSet | None = None
 
     def put(self, batch: list[Embedding]) -> None:
         """The embedder's output."""
         self._inbox.put(batch)
 
-    def offer_rules(self, ruleset: RuleSet) -> None:
-        """A validated rule set, to be swapped in between two predictions (any thread)."""
+    def offer_rules(self, ruleset: RuleSet, shadow_ruleset: RuleSet | None = None) -> None:
+        """A validated rule set, to be swapped in between two predictions (any thread); `shadow_ruleset`: the same
+        files validated for the shadow model's labels (None: the shadow keeps its rules)."""
         with self._rules_lock:
             self._new_rules = ruleset
+            self._new_shadow_rules = shadow_ruleset
 
     def warm_up(self, dim: int) -> None:
         """Trace the compiled head once before cameras start."""
         self.classifier.probabilities(np.zeros((1, self.windows.frames, dim), np.float32))
+        if self.shadow:
+            self.shadow.classifier.probabilities(np.zeros((1, self.windows.frames, dim), np.float32))
 
     def run(self) -> None:
         while True:
@@ -64,6 +72,8 @@ class Analysis(Worker):
                 continue
             self._analyze(batch)
         self._emit(self.engine.close_all(time.time(), time.monotonic()))
+        if self.shadow:
+            self.shadow.close_all(time.time(), time.monotonic())
 
     def _analyze(self, batch: list[Embedding]) -> None:
         for e in batch:
@@ -86,6 +96,8 @@ class Analysis(Worker):
             if w.gated:
                 self.metrics.gated_windows.labels(p.camera, p.zone).inc()
             self._emit(self.engine.observe(p))
+        if self.shadow:  # after the live model: the shadow never delays a live violation
+            self.shadow.observe(windows)
 
     def _emit(self, events: list) -> None:
         self.sinks.emit(events)
@@ -94,6 +106,9 @@ class Analysis(Worker):
     def _swap_rules(self) -> None:
         with self._rules_lock:
             ruleset, self._new_rules = self._new_rules, None
+            shadow_ruleset, self._new_shadow_rules = self._new_shadow_rules, None
+        if self.shadow and shadow_ruleset is not None:
+            self.shadow.replace(shadow_ruleset, time.time(), time.monotonic())
         if ruleset is not None:
             self._emit(self.engine.replace(ruleset, time.time(), time.monotonic()))
             self.on_rules(ruleset)

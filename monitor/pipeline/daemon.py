@@ -82,6 +82,9 @@ class Daemon:
         shown_host = "127.0.0.1" if cfg.metrics.host in ("0.0.0.0", "") else cfg.metrics.host  # nosec B104  # compares, binds nothing
         self.summary.metrics_url = f"http://{shown_host}:{port}/metrics"
         p.writer.close_orphans([c.id for c in p.cameras] if p.shard else None)  # after the spool's replay, before new events
+        shadow = p.shadow
+        p.writer.put_run(str(p.bundle.path.resolve()), shadow.hash if shadow else None,
+                         str(shadow.path.resolve()) if shadow else None)  # a change of model is audited
         p.writer.thread.start()
         remember_ruleset(p.writer.engine, p.analysis.engine.ruleset.hash, p.analysis.engine.ruleset.text)
         for stage in (p.evidence, p.retention, *(p.notifier.workers if p.notifier else [])):
@@ -92,6 +95,7 @@ class Daemon:
         for worker in (p.analysis, p.embedder, p.rules_watcher, *p.sources):
             worker.start()
         log.info(kv(event="daemon_started", site=cfg.site, cameras=len(p.sources), model=p.bundle.hash,
+                    **({"shadow_model": shadow.hash} if shadow else {}),
                     rules=p.build_info["rules"], metrics=self.summary.metrics_url, database=self.summary.database))
         stop.wait(duration)
         self._shutdown()

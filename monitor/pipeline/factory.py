@@ -31,6 +31,7 @@ from monitor.pipeline.embedder import Embedder
 from monitor.pipeline.framequeue import FrameQueues
 from monitor.pipeline.motion import MotionSettings
 from monitor.pipeline.reload import RulesWatcher
+from monitor.pipeline.shadow import ShadowModel
 from monitor.pipeline.sinks import ViolationSinks
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
 from monitor.pipeline.windows import WindowBuffers
@@ -38,7 +39,7 @@ from monitor.pipeline.zones import PersonGate, ZoneSplitter
 from monitor.record.db import SchemaOutdated, check_schema, shown_url
 from monitor.record.rulesets import remember_ruleset
 from monitor.record.writer import Provenance, StoreWriter
-from monitor.rules import RuleEngine, RuleSet
+from monitor.rules import RuleEngine, RuleSet, load_rules
 from monitor.site.check import CheckedSite
 from monitor.site.config import CameraConfig, Site, shard_of
 
@@ -66,6 +67,7 @@ class Pipeline:
     rules_watcher: RulesWatcher
     build_info: dict[str, str] = field(default_factory=dict)
     notifier: Notifier | None = None
+    shadow: Bundle | None = None  # shadow_model's bundle, when one runs
 
 
 def source_settings(site: Site, cam: CameraConfig, bundle: Bundle, size: tuple[int, int]) -> SourceSettings:
@@ -121,14 +123,15 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
 
     analysis = Analysis(WindowBuffers(window.frames, window.stride, max_gap),
                         Classifier(bundle.head_file, bundle.labels, window.frames, backbone.dim),
-                        RuleEngine(checked.rules, camera_zones), sinks, metrics, rules_swapped)
+                        RuleEngine(checked.rules, camera_zones), sinks, metrics, rules_swapped,
+                        _shadow(checked, backbone.dim, camera_zones, metrics, writer))
     embedder = Embedder(backbone, queues, cfg.inference.max_batch, cfg.inference.max_wait_ms, analysis.put,
                         lambda size, seconds: (metrics.batch_size.observe(size), metrics.inference_seconds.observe(seconds)))
     hooks = _hooks(metrics, queues, evidence, notifier)
     sources = [CameraSource(s, hooks, _splitter(site, c, backbone.input_size, metrics), motion_settings(site, c))
                for s, c in zip(settings, cameras, strict=True)]
-    watcher = RulesWatcher(site.rule_files, bundle.labels, bundle.manifest.groups, checked.rules, analysis.offer_rules,
-                           metrics, targets=site.notify_targets)
+    watcher = RulesWatcher(site.rule_files, bundle.labels, bundle.manifest.groups, checked.rules,
+                           _rules_delivery(checked, analysis), metrics, targets=site.notify_targets)
     retention = None
     if evidence and cfg.evidence.retention_days:
         retention = RetentionSweeper(evidence.directory, cfg.evidence.retention_days, writer.put_pruned)
@@ -136,7 +139,41 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
     metrics.init_zones([(c.id, z.name, z.person_gate) for c in cameras for z in c.zones], [*bundle.labels, NOBODY])
     describe(metrics, build, checked.rules)
     return Pipeline(site, bundle, cameras, shard, metrics, backbone, sources, queues, embedder, analysis, sinks,
-                    writer, evidence, retention, watcher, build, notifier)
+                    writer, evidence, retention, watcher, build, notifier, checked.shadow)
+
+
+def _shadow(checked: CheckedSite, dim: int, camera_zones: dict[str, str | None], metrics: Metrics,
+            writer: StoreWriter) -> ShadowModel | None:
+    """shadow_model's head on the live embeddings, its own rule engine, its episodes to shadow_events only."""
+    shadow, rules = checked.shadow, checked.shadow_rules
+    if shadow is None or rules is None:
+        return None
+    window = shadow.manifest.window
+    try:
+        classifier = Classifier(shadow.head_file, shadow.labels, window.frames, dim)
+    except UserError as err:
+        raise UserError([f"{checked.site.path}: shadow_model: {p}" for p in err.problems]) from None
+    model = shadow.hash[:12]
+    metrics.init_shadow(model, list(camera_zones), [r.id for r in rules.rules])
+    return ShadowModel(classifier, RuleEngine(rules, camera_zones), model, metrics,
+                       lambda event: writer.put_shadow(event, shadow.hash))
+
+
+def _rules_delivery(checked: CheckedSite, analysis: Analysis) -> Callable[[RuleSet], None]:
+    """A reloaded rule set to the analysis stage; with a shadow model, the same files checked for its labels too
+    (if they do not fit them, the shadow keeps its rules and says so)."""
+    shadow, site = checked.shadow, checked.site
+
+    def deliver(ruleset: RuleSet) -> None:
+        shadow_rules = None
+        if shadow is not None:
+            try:
+                shadow_rules = load_rules(site.rule_files, shadow.labels, shadow.manifest.groups, site.notify_targets)
+            except UserError as err:
+                log.error(kv(event="shadow_rules_reload_refused", model=shadow.hash[:12], problems="; ".join(err.problems)))
+        analysis.offer_rules(ruleset, shadow_rules)
+
+    return deliver
 
 
 def describe(metrics: Metrics, build: dict[str, str], ruleset: RuleSet) -> None:

@@ -109,3 +109,36 @@ rule_sets = sa.Table(  # the text of every rule set the daemon ran, by the hash 
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("first_seen", UTCDateTime(), nullable=False),
 )
+
+shadow_events = sa.Table(  # a shadow model's would-be violations (not the regulated record: no chain, no review) (0006)
+    "shadow_events", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),  # the shadow episode's id
+    sa.Column("site", sa.String(128), nullable=False),
+    sa.Column("host", sa.String(128), nullable=False),
+    sa.Column("camera", sa.String(64), nullable=False, index=True),
+    sa.Column("zone", sa.String(64), nullable=False, default=""),
+    sa.Column("rule", sa.String(64), nullable=False, index=True),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),  # the peak once closed
+    sa.Column("started_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("ended_at", UTCDateTime()),  # set when the episode closes
+    sa.Column("model_hash", sa.String(64), nullable=False),  # the shadow model's
+    sa.Column("live_model_hash", sa.String(64), nullable=False),
+    sa.Column("rules_hash", sa.String(64), nullable=False),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+)
+
+model_runs = sa.Table(  # each daemon start: which model (and shadow model) it ran, to tell a change of model (0006)
+    "model_runs", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("site", sa.String(128), nullable=False, index=True),
+    sa.Column("host", sa.String(128), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("model_hash", sa.String(64), nullable=False),
+    sa.Column("model_path", sa.Text, nullable=False),
+    sa.Column("shadow_hash", sa.String(64)),
+    sa.Column("shadow_path", sa.Text),
+)

@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -39,6 +40,7 @@ from monitor.record import ledger
 from monitor.record.anchor import Anchor, AnchorLog
 from monitor.record.db import SchemaOutdated, check_schema, create_engine, describe_error, shown_url
 from monitor.record.ledger import audit
+from monitor.record.shadow import record_run, write_shadow_event
 from monitor.record.spool import Spool
 from monitor.record.tables import audit_events, violations
 
@@ -148,6 +150,11 @@ def apply_record(conn: sa.Connection, record: dict, prov: Provenance) -> Violati
     elif kind == "pruned":
         audit(conn, f"pruned:{record['path']}", None, "system", "evidence_pruned", {}, {"path": record["path"]},
               f"evidence retention of {record['retention_days']:g} days")
+    elif kind == "shadow":  # a shadow model's would-be violation: its own table, never the chain
+        write_shadow_event(conn, ViolationEvent(**record["event"]), prov.site, prov.host, record["model_hash"],
+                           prov.model_hash)
+    elif kind == "model_run":
+        record_run(conn, record["run"])
     elif kind == "close_orphans":
         count = close_orphans(conn, record["site"], record["host"], record["cameras"],
                               datetime.fromisoformat(record["before"]),
@@ -198,6 +205,18 @@ class StoreWriter:
         if event.kind == "closed" and self.evidence_expected:
             record["evidence"] = "expected"
         self._put(record)
+
+    def put_shadow(self, event: ViolationEvent, model_hash: str) -> None:
+        """A shadow model's episode event (durable like every record; written to shadow_events only)."""
+        if event.kind != "updated":
+            self._put({"type": "shadow", "event": asdict(event), "model_hash": model_hash})
+
+    def put_run(self, model_path: str, shadow_hash: str | None = None, shadow_path: str | None = None) -> None:
+        """At start: the model (and shadow model) this run uses; a change from the previous run is audited."""
+        self._put({"type": "model_run", "run": {
+            "run_id": str(uuid.uuid4()), "site": self.prov.site, "host": self.prov.host,
+            "started_at": datetime.now(timezone.utc).isoformat(), "model_hash": self.prov.model_hash,
+            "model_path": model_path, "shadow_hash": shadow_hash, "shadow_path": shadow_path}})
 
     def put_evidence(self, violation_id: str, evidence: dict) -> None:
         self._put({"type": "evidence", "violation_id": violation_id, "evidence": evidence})

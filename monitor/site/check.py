@@ -23,6 +23,50 @@ class CheckedSite:
     site: Site
     bundle: Bundle
     rules: RuleSet
+    shadow: Bundle | None = None  # shadow_model: a candidate whose head runs on the live model's embeddings
+    shadow_rules: RuleSet | None = None  # the same rule files, checked against the shadow model's labels
+
+
+def shadow_mismatches(live: Bundle, shadow: Bundle) -> list[str]:
+    """How the two bundles' embeddings or windows differ (none: the shadow head can share the live backbone)."""
+    a, b = live.manifest, shadow.manifest
+    pairs = {"backbone.name": (a.backbone.name, b.backbone.name),
+             "backbone.weights": (_weights_identity(live), _weights_identity(shadow)),
+             "backbone.input_size": (a.backbone.input_size, b.backbone.input_size),
+             "window.frames": (a.window.frames, b.window.frames),
+             "window.stride": (a.window.stride, b.window.stride),
+             "window.sample_fps": (a.window.sample_fps, b.window.sample_fps)}
+    if a.backbone.weights == "none":  # random weights: the seed makes the network
+        pairs["backbone.seed"] = (a.backbone.seed, b.backbone.seed)
+    return [f"{key} is {theirs} (the model's is {ours})" for key, (ours, theirs) in pairs.items() if ours != theirs]
+
+
+def _weights_identity(bundle: Bundle) -> str:
+    """imagenet | none | the weights file's recorded SHA-256 (else its resolved path)."""
+    spec = bundle.manifest.backbone
+    if spec.weights in ("imagenet", "none"):
+        return spec.weights
+    return spec.sha256 or str(Path(bundle.weights_location()).resolve())
+
+
+def shadow_problems(site: Site, live: Bundle | None) -> tuple[Bundle | None, RuleSet | None, list[str]]:
+    """The shadow bundle and its rules, or the problems that keep it from running beside `live`."""
+    shadow_dir = site.shadow_model_dir
+    if shadow_dir is None or live is None:
+        return None, None, []
+    where = f"{site.path}: shadow_model"
+    try:
+        shadow = load_bundle(shadow_dir)
+    except UserError as err:
+        return None, None, [f"{where}: {p}" for p in err.problems]
+    mismatches = shadow_mismatches(live, shadow)
+    if mismatches:
+        return None, None, [f"{where}: {shadow_dir}: cannot share the model's embeddings: {m}" for m in mismatches]
+    try:
+        rules = load_rules(site.rule_files, shadow.labels, shadow.manifest.groups, site.notify_targets)
+    except UserError as err:
+        return None, None, [f"{where}: {shadow_dir}: the rules do not fit its labels: {p}" for p in err.problems]
+    return shadow, rules, []
 
 
 def camera_problems(site: Site, probe_network: bool) -> list[str]:
@@ -77,6 +121,8 @@ def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
             rules = load_rules(site.rule_files, bundle.labels, bundle.manifest.groups, site.notify_targets)
         except UserError as err:
             problems += err.problems
+    shadow, shadow_rules, found = shadow_problems(site, bundle)
+    problems += found
     try:
         normalize_url(site.database_url)
     except UserError as err:
@@ -86,4 +132,4 @@ def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
     if problems:
         raise UserError(problems)
     assert bundle is not None and rules is not None  # else a problem was reported
-    return CheckedSite(site, bundle, rules)
+    return CheckedSite(site, bundle, rules, shadow, shadow_rules)

@@ -281,6 +281,11 @@ class SiteConfig(StrictModel):
 
     site: str = Field(min_length=1, max_length=128, description="The site's name (in `har_monitor_build_info`).")
     model: str = Field(min_length=1, description="The model bundle directory.")
+    shadow_model: str | None = Field(default=None, min_length=1, description=(
+        "A candidate model bundle run in shadow: its head classifies the live model's embeddings (same backbone, "
+        "input size and window), the same rules judge its predictions, and its would-be violations go to the "
+        "`shadow_events` table and `har_monitor_shadow_*` metrics, never to the record's violations, evidence or "
+        "notifications (`har-monitor violations shadow-report`). Promote it by making it `model:`."))
     rules: list[str] = Field(default_factory=list, description="Rule files.")
     storage: StorageConfig = Field(default=StorageConfig(), description=StorageConfig.__doc__)
     evidence: EvidenceConfig = Field(default=EvidenceConfig(), description=EvidenceConfig.__doc__)
@@ -330,6 +335,10 @@ class Site:
     @property
     def model_dir(self) -> Path:
         return self.resolve(self.config.model)
+
+    @property
+    def shadow_model_dir(self) -> Path | None:
+        return self.resolve(self.config.shadow_model) if self.config.shadow_model else None
 
     @property
     def rule_files(self) -> list[Path]:

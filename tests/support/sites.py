@@ -40,3 +40,16 @@ def write_site(directory: Path, bundle: Path, cameras: list[dict], rules: dict |
     path = directory / "site.yaml"
     path.write_text(yaml.safe_dump(site, sort_keys=False))
     return path
+
+
+def copy_demo(build: Path, directory: Path, **changes) -> Path:
+    """A fresh copy of the built demo site (no record yet) with metrics on any free port and `changes` to site.yaml."""
+    import shutil
+
+    shutil.copytree(build, directory)
+    path = directory / "site.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["metrics"]["port"] = 0
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
