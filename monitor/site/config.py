@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -234,6 +234,22 @@ class InferenceConfig(StrictModel):
 
     max_batch: int = Field(default=32, ge=1, le=256, description="Frames per backbone call at most.")
     max_wait_ms: float = Field(default=50.0, ge=0, le=5000, description="How long a batch waits to fill up.")
+    engine: Literal["auto", "tensorflow", "openvino", "onnxruntime"] = Field(
+        default="auto", description="What runs the backbone: `auto` (the fastest conversion of this bundle's "
+        "backbone that passed its accuracy check, from `har-monitor models optimize`, else TensorFlow), `tensorflow` "
+        "(the reference; a GPU when present), `openvino` (a stored conversion; a forced one is recorded as forced). "
+        "`onnxruntime` is not built yet.")
+    precision: Literal["fp32", "bf16", "int8"] | None = Field(
+        default=None, description="The conversion's precision (default: the fastest that passed). TensorFlow runs fp32.")
+
+    @model_validator(mode="after")
+    def _engine_built(self) -> InferenceConfig:
+        if self.engine == "onnxruntime":
+            raise ValueError("engine: onnxruntime is not built in this version (use openvino, tensorflow or auto)")
+        if self.engine == "tensorflow" and self.precision not in (None, "fp32"):
+            raise ValueError(f"precision: tensorflow runs fp32 only; {self.precision} needs engine: openvino "
+                             "(after `har-monitor models optimize`)")
+        return self
 
 
 class ReconnectConfig(StrictModel):
