@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Frames per second of the backbone on each engine: TensorFlow (the reference) against OpenVINO fp32, bf16, int8.
 
-    python bench/engines.py [--size 299] [--batches 1,8,16] [--rounds 3] [--hints]
+    python bench/engines.py [--size 299] [--batches 1,8,16] [--rounds 3] [--clip VIDEO] [--hints]
 
 InceptionV3 with random weights (speed does not depend on the weights' values), converted exactly as
 `har-monitor models optimize` converts a bundle's backbone (the same functions: preprocessing inside the
@@ -29,13 +29,13 @@ CLIP = (REPO / ".." / "shared" / "assets" / "videos" / "intel_one-by-one-person-
 Embed = Callable[[np.ndarray], object]
 
 
-def frames(size: int, n: int) -> tuple[np.ndarray, str]:
+def frames(clip: Path, size: int, n: int) -> tuple[np.ndarray, str]:
     from monitor.model.frames import read_frames
 
-    if CLIP.is_file():
-        got = read_frames(str(CLIP), (size, size), 1.0)
+    if clip.is_file():
+        got = read_frames(str(clip), (size, size), 1.0)
         if len(got) >= n:
-            return got[np.linspace(0, len(got) - 1, n).round().astype(int)], CLIP.name
+            return got[np.linspace(0, len(got) - 1, n).round().astype(int)], clip.name
     from monitor.demo.synthetic import render_clip
 
     return render_clip("walk", n, (size, size), 1), "synthetic"
@@ -62,7 +62,7 @@ def split_embed(compiled: object) -> Embed:
     queue = ov.AsyncInferQueue(compiled, n)
 
     def embed(batch: np.ndarray) -> object:
-        for part in np.array_split(batch, n):
+        for part in np.array_split(batch, min(n, len(batch))):  # no empty part: a batch of 1 is one request
             queue.start_async({0: part})
         queue.wait_all()
         return None
@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=299)
     ap.add_argument("--batches", default="1,8,16")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--clip", type=Path, default=CLIP, help="real frames to calibrate int8 on (default: the shared "
+                    "Intel clip; synthetic frames when absent)")
     ap.add_argument("--hints", action="store_true", help="also compare OpenVINO's LATENCY and THROUGHPUT hints")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -86,7 +88,7 @@ def main() -> int:
 
     batches = [int(b) for b in args.batches.split(",")]
     size = args.size
-    calib, source = frames(size, 64)
+    calib, source = frames(args.clip, size, 64)
     graph = keras_graph("inception_v3", "none", (size, size))
     fp32 = convert(graph.function, "fp32", calib)
     int8 = convert(graph.function, "int8", calib)
