@@ -84,7 +84,7 @@ class EngineRecord(StrictModel):
 
 @dataclass(frozen=True)
 class EngineChoice:
-    """The engine a daemon runs the backbone on, and why."""
+    """The engine a daemon runs the backbone on, and why (a non-Keras backbone: its own name, precision `native`)."""
 
     engine: str
     precision: str
@@ -156,12 +156,17 @@ def choose_engine(bundle: Bundle, engine: str = "auto", precision: str | None = 
     (and has `precision` when given), when it is faster than TensorFlow was in the same measurement; else
     TensorFlow fp32. A named engine must have such a conversion (a forced one counts: the user named it).
     """
-    if engine == "tensorflow" or (engine == "auto" and BACKBONES[bundle.manifest.backbone.name].keras_app is None):
+    name = bundle.manifest.backbone.name
+    if BACKBONES[name].keras_app is None:  # tflite, raw: they run as they are, and say so in the provenance
+        if engine not in ("auto", "tensorflow"):
+            raise UserError(f"{where}.engine: the bundle's {name} backbone is not a Keras network: it has no "
+                            f"{engine} conversion (use auto)")
+        return EngineChoice(name, "native", f"{name} runs as it is (only Keras backbones convert)")
+    if engine == "tensorflow":
         if precision not in (None, "fp32"):
-            raise UserError(f"{where}.precision: tensorflow runs {precision} nowhere here: use fp32, or convert "
-                            f"with `har-monitor models optimize {bundle.path} --precision {precision}`")
-        return EngineChoice("tensorflow", "fp32", "the reference engine" if engine == "tensorflow"
-                            else f"{bundle.manifest.backbone.name} has no converted engines")
+            raise UserError(f"{where}.precision: tensorflow runs fp32 only: use engine openvino after "
+                            f"`har-monitor models optimize {bundle.path} --precision {precision}`")
+        return EngineChoice("tensorflow", "fp32", "the reference engine")
     if engine not in ("auto", *BUILT):
         raise UserError(f"{where}.engine: {engine} is not built in this version (use openvino or tensorflow)")
     source = source_hash(bundle)
@@ -225,10 +230,10 @@ def _files_intact(path: Path, record: EngineRecord) -> str | None:
 
 def build_engine(bundle: Bundle, choice: EngineChoice) -> Backbone:
     """The backbone on the chosen engine, with the Backbone interface the pipeline uses."""
-    if choice.engine == "tensorflow":
+    if choice.record is None:  # TensorFlow, or a backbone that runs as it is
         backbone = bundle.build_backbone()
     else:
-        assert choice.record is not None and choice.record_path is not None  # choose_engine gives one
+        assert choice.record_path is not None  # choose_engine gives both
         backbone = openvino_backbone(choice.record_path, choice.record)
     log.info(kv(event="engine_chosen", engine=choice.engine, precision=choice.precision, forced=choice.forced,
                 model=choice.model_hash or "-", why=choice.why))

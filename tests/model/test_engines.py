@@ -119,6 +119,17 @@ def test_engines_that_are_not_built_or_cannot_run_a_precision_are_user_errors(tm
     assert "onnxruntime is not built" in capsys.readouterr().err
 
 
+def test_a_backbone_that_is_not_keras_runs_as_it_is_and_says_so(tmp_path):
+    from monitor.model.bundle import BackboneSpec, ModelManifest, write_manifest
+
+    write_manifest(tmp_path, ModelManifest(backbone=BackboneSpec(name="raw", weights="none"), labels=LABELS))
+    (tmp_path / "head.keras").write_bytes(b"not read here")
+    choice = choose_engine(load_bundle(tmp_path), "auto")
+    assert (choice.engine, choice.precision) == ("raw", "native"), "the provenance names what really ran"
+    with pytest.raises(UserError, match="raw backbone is not a Keras network"):
+        choose_engine(load_bundle(tmp_path), "openvino")
+
+
 # -- int8: a conversion that changes the head's decisions is refused, or stored as forced --------------------
 
 @pytest.fixture(scope="module")
