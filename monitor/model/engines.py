@@ -242,29 +242,47 @@ def build_engine(bundle: Bundle, choice: EngineChoice) -> Backbone:
 
 # -- OpenVINO -------------------------------------------------------------------------------------
 
-# LATENCY: one stream whose request uses every core: a batch goes through in one call. THROUGHPUT's streams
-# only pay when several requests are in flight (bench/engines.py measures both).
-PERFORMANCE_HINT = "LATENCY"
+# THROUGHPUT: OpenVINO runs several streams, each on some of the cores; a batch is split over them and run at once
+# (embed below). Measured on 2 cores, batches of 8-32 (bench/engines.py --hints): ahead of LATENCY (one stream,
+# one request on every core), which wins only at a batch of 1, when a camera or two leave spare capacity anyway.
+PERFORMANCE_HINT = "THROUGHPUT"
 
 
-def openvino_compile(model: Any, precision: str) -> Any:
+def openvino_compile(model: Any, precision: str, hint: str = PERFORMANCE_HINT) -> Any:
     """Compile for the CPU as the daemon runs it (the accuracy check compiles the same way).
 
     The precision hint is explicit: on a CPU with bf16 support OpenVINO would otherwise pick bf16 for fp32.
     """
     import openvino as ov
 
-    hint = "bf16" if precision == "bf16" else "f32"  # int8: the quantized layers run int8, the rest f32
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": PERFORMANCE_HINT})
+    precision_hint = "bf16" if precision == "bf16" else "f32"  # int8: the quantized layers run int8, the rest f32
+    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": hint})
 
 
 def openvino_embed(compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """uint8 [N, H, W, 3] -> float32 [N, D] (the preprocessing is inside the converted graph)."""
-    request = compiled.create_infer_request()
+    """uint8 [N, H, W, 3] -> float32 [N, D] (the preprocessing is inside the converted graph).
+
+    The batch is split over the compiled model's optimal number of requests (its streams), run at once.
+    One caller at a time (the embedder thread): the requests and their results are reused.
+    """
+    import openvino as ov
+
+    n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    queue = ov.AsyncInferQueue(compiled, n)
+    results: dict[int, np.ndarray] = {}
+
+    def done(request: Any, part: int) -> None:
+        results[part] = np.array(request.get_output_tensor(0).data, np.float32)  # a copy: the buffer is reused
+
+    queue.set_callback(done)
 
     def embed(frames: np.ndarray) -> np.ndarray:
-        out = request.infer({0: np.ascontiguousarray(frames, np.uint8)})
-        return np.array(out[0], np.float32)  # a copy: the request reuses its output buffer
+        parts = np.array_split(np.ascontiguousarray(frames, np.uint8), min(n, len(frames)))  # none empty
+        results.clear()
+        for i, part in enumerate(parts):
+            queue.start_async({0: part}, i)
+        queue.wait_all()
+        return np.concatenate([results[i] for i in range(len(parts))])
 
     return embed
 
