@@ -194,7 +194,8 @@ def test_a_conversion_under_99_percent_agreement_is_refused_and_stored_only_when
 # -- the daemon on OpenVINO, and the engine in every violation's provenance ---------------------------------
 
 @pytest.mark.slow
-def test_the_daemon_runs_on_openvino_and_records_the_engine_in_each_violation(tmp_path, converted, clip):
+def test_the_daemon_runs_on_openvino_and_records_the_engine_in_each_violation(tmp_path, converted, clip, capsys):
+    from monitor.cli import main
     from monitor.record import ledger
     from monitor.record.review import query
     from support.daemon import RunningDaemon
@@ -202,6 +203,8 @@ def test_the_daemon_runs_on_openvino_and_records_the_engine_in_each_violation(tm
     site = write_site(tmp_path, converted, [{"id": "cam-1", "url": str(clip), "loop": True}],
                       inference={"max_batch": 8, "max_wait_ms": 20, "engine": "openvino", "precision": "fp32"})
     [(_, record)] = load_records(load_bundle(converted))
+    assert main(["check", "--cameras", str(site)]) == 0
+    assert "engine openvino fp32: named in the site" in capsys.readouterr().out, "check says what will run"
     with RunningDaemon(site) as d:
         d.wait_for(lambda: d.value("har_monitor_frame_to_violation_seconds_count") >= 1, 120, "a violation stored")
         info = next(labels for (name, labels) in d.scrape() if name == "har_monitor_build_info")
