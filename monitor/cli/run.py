@@ -56,12 +56,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from monitor.model.engines import build_engine
     from monitor.pipeline.classifier import Classifier
     from monitor.site.check import check_site
 
     checked = check_site(args.cameras, probe_network=args.probe)
     import_tensorflow()
-    backbone = checked.bundle.build_backbone()
+    backbone = build_engine(checked.bundle, checked.engine)
     window = checked.bundle.manifest.window
     Classifier(checked.bundle.head_file, checked.bundle.labels, window.frames, backbone.dim)
     shadow = checked.shadow
@@ -72,7 +73,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UserError([f"{args.cameras}: shadow_model: {p}" for p in err.problems]) from None
     print(f"ok: {args.cameras}: site {checked.site.config.site}, {len(checked.site.cameras)} cameras, "
           f"model {checked.bundle.hash} ({len(checked.bundle.labels)} actions), "
-          f"{len(checked.rules.rules)} rules ({checked.rules.hash})"
+          f"{len(checked.rules.rules)} rules ({checked.rules.hash}), "
+          f"engine {checked.engine.describe()}: {checked.engine.why}"
           + (f", shadow model {shadow.hash} ({len(shadow.labels)} actions)" if shadow else ""))
     return 0
 

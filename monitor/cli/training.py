@@ -1,4 +1,4 @@
-"""`har-monitor train | evaluate | predict | models compare`: the ML engineer's commands."""
+"""`har-monitor train | evaluate | predict | models compare | models optimize`: the ML engineer's commands."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from monitor.cli.run import positive
 from monitor.model.backbones import backbone_choices
+from monitor.model.engines import MIN_AGREEMENT as MIN_AGREEMENT_DEFAULT
 from monitor.ops.logs import import_tensorflow
 
 
@@ -63,6 +64,22 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     compare.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "har-monitor" / "features")
     compare.set_defaults(func=cmd_compare)
 
+    optimize = commands.add_parser("optimize", help="convert the bundle's backbone to a faster engine, check its "
+                                                    "decisions against TensorFlow's and store it beside the bundle")
+    optimize.add_argument("model", type=Path, metavar="MODEL_DIR")
+    optimize.add_argument("--engine", default="openvino", choices=["openvino", "onnxruntime"],
+                          help="openvino (default; onnxruntime is not built yet)")
+    optimize.add_argument("--precision", default="int8", choices=["fp32", "bf16", "int8"],
+                          help="int8 (default: NNCF post-training quantization) | bf16 | fp32")
+    optimize.add_argument("--calibration", type=Path, metavar="CLIPS_DIR",
+                          help="the site's clips: int8 calibrates on half of them, the check runs on the others "
+                               "(default: the bundle's data.csv, training clips calibrate, test clips check)")
+    optimize.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT_DEFAULT, metavar="SHARE",
+                          help=f"top-1 agreement with TensorFlow's decisions a conversion needs (default {MIN_AGREEMENT_DEFAULT})")
+    optimize.add_argument("--force", action="store_true", help="store a conversion that fails the check; the record "
+                                                               "and every violation it decides say it was forced")
+    optimize.set_defaults(func=cmd_optimize)
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from monitor.training.train import TrainOptions, train
@@ -102,6 +119,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import_tensorflow()
     predict(args.model, args.paths, args.top_k, args.csv)
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from monitor.errors import UserError
+    from monitor.training.optimize import OptimizeOptions, format_check, optimize
+
+    import_tensorflow()
+    result = optimize(OptimizeOptions(args.model, args.engine, args.precision, args.calibration, args.force,
+                                      args.min_agreement))
+    print(format_check(result))
+    if not result.stored:
+        check = result.record.check
+        raise UserError(f"{args.model}: {args.engine} {args.precision} refused: top-1 agreement "
+                        f"{check.top1_agreement:.4f} is under {check.threshold:.2f}; nothing stored "
+                        "(--force stores it, recorded as forced in every violation it decides)")
     return 0
 
 

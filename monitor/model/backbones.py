@@ -36,6 +36,7 @@ class Backbone:
 
 
 Builder = Callable[[str, tuple[int, int], int, str], Backbone]  # (weights, input size, seed, where) -> Backbone
+KerasApp = tuple[Callable[..., Any], Callable[[Any], Any]]  # (application constructor, its preprocess_input)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class BackboneEntry:
     min_side: int = 1  # the smallest input side the network accepts
     needs_weights_file: bool = False  # weights: PATH only (no imagenet, no random init)
     size_from_model: bool = False  # the model file fixes the input size (input_size is not used)
+    keras_app: Callable[[], KerasApp] | None = None  # a Keras application: other engines can convert its graph
 
 
 BACKBONES: dict[str, BackboneEntry] = {}
@@ -87,39 +89,62 @@ def build_backbone(name: str, weights: str, input_size: tuple[int, int] | None =
 
 # -- Keras applications: one function each, with its own preprocessing ---------------------------
 
-@register_backbone("inception_v3", (299, 299), min_side=75)
-def inception_v3(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+def register_keras(name: str, default_size: tuple[int, int], min_side: int) -> Callable[[Callable[[], KerasApp]], Callable[[], KerasApp]]:
+    """Register a Keras application: `app()` returns its constructor and preprocessing. Its graph (uint8 frames
+    in, embeddings out: `keras_graph`) is what TensorFlow runs and what other engines convert."""
+    def register(app: Callable[[], KerasApp]) -> Callable[[], KerasApp]:
+        def build(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+            return _keras(name, weights, size, seed, where)
+        BACKBONES[name] = BackboneEntry(name, build, default_size, min_side, keras_app=app)
+        return app
+    return register
+
+
+@register_keras("inception_v3", (299, 299), min_side=75)
+def inception_v3() -> KerasApp:
     from keras.applications import inception_v3 as app
 
-    return _keras("inception_v3", app.InceptionV3, app.preprocess_input, weights, size, seed, where)
+    return app.InceptionV3, app.preprocess_input
 
 
-@register_backbone("mobilenet_v2", (224, 224), min_side=32)
-def mobilenet_v2(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+@register_keras("mobilenet_v2", (224, 224), min_side=32)
+def mobilenet_v2() -> KerasApp:
     from keras.applications import mobilenet_v2 as app
 
-    return _keras("mobilenet_v2", app.MobileNetV2, app.preprocess_input, weights, size, seed, where)
+    return app.MobileNetV2, app.preprocess_input
 
 
-@register_backbone("resnet50", (224, 224), min_side=32)
-def resnet50(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+@register_keras("resnet50", (224, 224), min_side=32)
+def resnet50() -> KerasApp:
     from keras.applications import resnet50 as app
 
-    return _keras("resnet50", app.ResNet50, app.preprocess_input, weights, size, seed, where)
+    return app.ResNet50, app.preprocess_input
 
 
-@register_backbone("vgg16", (224, 224), min_side=32)
-def vgg16(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+@register_keras("vgg16", (224, 224), min_side=32)
+def vgg16() -> KerasApp:
     from keras.applications import vgg16 as app
 
-    return _keras("vgg16", app.VGG16, app.preprocess_input, weights, size, seed, where)
+    return app.VGG16, app.preprocess_input
 
 
-def _keras(name: str, app: Callable[..., Any], preprocess: Callable[[Any], Any], weights: str, size: tuple[int, int], seed: int,
-           where: str) -> Backbone:
+@dataclass(frozen=True)
+class KerasGraph:
+    """A Keras backbone as one compiled function: uint8 frames [N, H, W, 3] -> float32 [N, D], preprocessing inside."""
+
+    function: Any  # a tf.function with a batch-agnostic uint8 input signature
+    dim: int
+
+
+def keras_graph(name: str, weights: str, size: tuple[int, int], seed: int = 0, where: str = "backbone") -> KerasGraph:
+    """The graph of a registered Keras backbone (TensorFlow runs it; `models optimize` converts it)."""
     import keras
     import tensorflow as tf
 
+    entry = BACKBONES[name]
+    if entry.keras_app is None:
+        raise UserError(f"{where}.name: {name} is not a Keras network")
+    app, preprocess = entry.keras_app()
     for gpu in tf.config.list_physical_devices("GPU"):
         with contextlib.suppress(RuntimeError):  # already initialized by an earlier model in this process
             tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU instead of grabbing all of it
@@ -152,13 +177,21 @@ def _keras(name: str, app: Callable[..., Any], preprocess: Callable[[Any], Any],
     def embed_graph(frames: tf.Tensor) -> tf.Tensor:
         return model(preprocess(tf.cast(frames, tf.float32)), training=False)
 
+    return KerasGraph(embed_graph, int(model.output_shape[-1]))
+
+
+def _keras(name: str, weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+    import tensorflow as tf
+
+    graph = keras_graph(name, weights, size, seed, where)
+
     def embed(frames: np.ndarray) -> np.ndarray:
-        return np.asarray(embed_graph(frames).numpy())
+        return np.asarray(graph.function(frames).numpy())
 
     devices = [d.device_type for d in tf.config.list_logical_devices()]
     log.info(kv(event="backbone_built", backbone=name, weights=_shown(weights), input=f"{size[0]}x{size[1]}",
-                dim=model.output_shape[-1], devices=",".join(devices)))
-    return Backbone(name, size, int(model.output_shape[-1]), embed)
+                dim=graph.dim, devices=",".join(devices)))
+    return Backbone(name, size, graph.dim, embed)
 
 
 # -- the others ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         cam = ["camera"]
-        self.info = Info("har_monitor_build", "Version, model and rule set in use", registry=r)
+        self.info = Info("har_monitor_build", "Version, model, engine and rule set in use", registry=r)
         self.frames_decoded = Counter("har_monitor_frames_decoded_total", "Frames decoded", cam, registry=r)
         self.frames_sampled = Counter("har_monitor_frames_sampled_total", "Frames sampled for inference", cam, registry=r)
         self.frames_dropped = Counter("har_monitor_frames_dropped_total", "Sampled frames dropped because the inference queue was full", cam, registry=r)

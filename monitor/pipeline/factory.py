@@ -21,6 +21,7 @@ from monitor.evidence.retention import RetentionSweeper
 from monitor.messages import NOBODY, SampledFrame, ViolationEvent
 from monitor.model.backbones import Backbone
 from monitor.model.bundle import Bundle
+from monitor.model.engines import build_engine
 from monitor.model.persons import PersonCheck, PersonDetector
 from monitor.notify.notifier import Notifier, build_notifier
 from monitor.ops.logs import kv
@@ -96,7 +97,7 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
         log.warning(kv(event="no_cameras_in_shard", shard=f"{shard[0]}/{shard[1]}" if shard else "-"))
     names = [c.id for c in cameras]
     metrics = Metrics()
-    backbone = backbone or bundle.build_backbone()
+    backbone = backbone or build_engine(bundle, checked.engine)
     window = bundle.manifest.window
     writer = _writer(checked, shard, metrics, on_stored)
     evidence = _evidence(site, writer, cameras)
@@ -109,8 +110,10 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
     metrics.over_capacity.set_function(lambda: float(queues.dropped_within(cfg.inference.over_capacity_seconds)))
     settings = [source_settings(site, c, bundle, backbone.input_size) for c in cameras]
     max_gap = 3.0 * max((1.0 / s.sample_fps for s in settings), default=1.0) + 1.0
+    engine = checked.engine
     build = {"site": cfg.site, "model": bundle.hash, "rules": checked.rules.hash, "config": site.hash[:16],
-             "host": socket.gethostname()}
+             "host": socket.gethostname(), "engine": engine.engine, "precision": engine.precision,
+             "engine_forced": str(engine.forced).lower(), "engine_model": engine.model_hash or "-"}
 
     def rules_swapped(ruleset: RuleSet) -> None:
         metrics.init_rules(names, ruleset.severities())
@@ -243,7 +246,9 @@ def _hooks(metrics: Metrics, queues: FrameQueues, evidence: EvidenceRecorder | N
 def _writer(checked: CheckedSite, shard: tuple[int, int] | None, metrics: Metrics,
             on_stored: Callable[[ViolationEvent, float], None] | None) -> StoreWriter:
     site = checked.site
-    prov = Provenance(site.config.site, checked.bundle.hash, checked.rules.hash, site.hash)
+    engine = checked.engine
+    prov = Provenance(site.config.site, checked.bundle.hash, checked.rules.hash, site.hash, engine=engine.engine,
+                      precision=engine.precision, engine_forced=engine.forced, engine_hash=engine.model_hash)
     spool = site.resolve(site.config.storage.spool)
     if shard is not None:  # shards may share a volume: each keeps its own spool
         spool = spool.with_name(f"{spool.stem}.shard{shard[0]}of{shard[1]}{spool.suffix}")

@@ -22,6 +22,7 @@ GENESIS = "0" * 64
 EVIDENCE_GRACE_SECONDS = 600.0  # an episode's clip is written within seconds of its post-roll
 closed_events = audit_events.alias("closed")
 _NOT_CONTENT = {"seq", "prev_hash", "row_hash"}
+_HASHED_WHEN_SET = {c.name for t in CHAINED.values() for c in t.columns if c.info.get("hashed_when_set")}
 
 
 def _canonical(value: object) -> object:
@@ -33,7 +34,8 @@ def _canonical(value: object) -> object:
 
 
 def content_hash(prev_hash: str, row: dict) -> str:
-    content = {k: _canonical(v) for k, v in row.items() if k not in _NOT_CONTENT}
+    content = {k: _canonical(v) for k, v in row.items()
+               if k not in _NOT_CONTENT and not (v is None and k in _HASHED_WHEN_SET)}
     blob = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev_hash + blob).encode()).hexdigest()
 
@@ -47,7 +49,9 @@ def append(conn: sa.Connection, table: sa.Table, values: dict) -> dict:
     head = conn.execute(sa.select(chain_heads).where(chain_heads.c.chain == name).with_for_update()).first()
     prev = head.row_hash if head else GENESIS
     # every column, so the hash covers exactly what is read back (None where nothing was given)
-    row = {c.name: values.get(c.name) for c in table.columns if c.name not in _NOT_CONTENT}
+    # (a column hashed only when set is left out when unset: NULL all the same, and a schema from before it still takes the row)
+    row = {c.name: values.get(c.name) for c in table.columns
+           if c.name not in _NOT_CONTENT and not (c.name in _HASHED_WHEN_SET and values.get(c.name) is None)}
     row["prev_hash"] = prev
     row["row_hash"] = content_hash(prev, row)
     key = conn.execute(table.insert().values(row)).inserted_primary_key

@@ -37,7 +37,7 @@ LOCKOUT_AFTER = 5  # wrong passwords in a row
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # fullmatch: "$" would let a newline end it
 EXPORT_COLUMNS = ["id", "site", "host", "camera", "rule", "severity", "action", "started_at", "ended_at", "confidence",
                   "status", "dispositions", "clip", "clip_sha256", "snapshot", "snapshot_sha256", "model_hash",
-                  "rules_hash", "config_hash", "row_hash", "audit_trail"]
+                  "engine", "rules_hash", "config_hash", "row_hash", "audit_trail"]
 
 
 class AuthError(Exception):
@@ -231,11 +231,21 @@ class ViolationView:
                                       for v in self.reviews),
             "clip": clip.get("path", ""), "clip_sha256": clip.get("sha256", ""),
             "snapshot": snap.get("path", ""), "snapshot_sha256": snap.get("sha256", ""),
-            "model_hash": r["model_hash"], "rules_hash": r["rules_hash"], "config_hash": r["config_hash"],
+            "model_hash": r["model_hash"], "engine": engine_shown(r), "rules_hash": r["rules_hash"],
+            "config_hash": r["config_hash"],
             "row_hash": r["row_hash"],
             "audit_trail": " | ".join(f"{a['at']} {a['actor']} {a['what']}: {a['old']} -> {a['new']} ({a['why']})"
                                       for a in self.trail),
         }
+
+
+def engine_shown(row: dict) -> str:
+    """`openvino int8 <converted model hash>`, `FORCED` when it failed its check; empty on rows before 0005."""
+    if not row.get("engine"):
+        return ""
+    parts = [row["engine"], row.get("precision") or "", row.get("engine_hash") or "",
+             "FORCED (failed its accuracy check)" if row.get("engine_forced") else ""]
+    return " ".join(p for p in parts if p)
 
 
 def query(conn: sa.Connection, since: datetime | None = None, camera: str | None = None, rule: str | None = None,

@@ -14,6 +14,9 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+# A column added to a chained table after rows were written: a row's hash covers it only when it has a value,
+# so the rows written before it existed (NULL there) keep the hashes they were written with.
+HASHED_WHEN_SET = {"hashed_when_set": True}
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -52,6 +55,11 @@ violations = sa.Table(
     sa.Column("config_hash", sa.String(64), nullable=False),
     sa.Column("labels", sa.Text, nullable=False, default="{}"),  # JSON
     sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    # the engine that ran the backbone (0005): in the row's hash only when set, so rows written before keep theirs
+    sa.Column("engine", sa.String(32), info=HASHED_WHEN_SET),
+    sa.Column("precision", sa.String(8), info=HASHED_WHEN_SET),
+    sa.Column("engine_forced", sa.Boolean, info=HASHED_WHEN_SET),
+    sa.Column("engine_hash", sa.String(64), info=HASHED_WHEN_SET),
     *_chain_columns(),
 )
 

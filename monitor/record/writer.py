@@ -62,6 +62,10 @@ class Provenance:
     rules_hash: str
     config_hash: str
     host: str = socket.gethostname()
+    engine: str | None = None  # what ran the backbone: tensorflow | openvino (None: not told, rows before 0005)
+    precision: str | None = None  # fp32 | bf16 | int8
+    engine_forced: bool | None = None  # a conversion that failed its accuracy check, used because forced
+    engine_hash: str | None = None  # the converted model's identity (None for TensorFlow: the bundle's backbone)
 
 
 def _utc(ts: float | None) -> datetime | None:
@@ -84,7 +88,9 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance, ev
             "severity": event.severity, "action": event.action, "confidence": float(event.confidence),
             "started_at": _utc(event.started_at), "model_hash": prov.model_hash,
             "rules_hash": event.rules_hash or prov.rules_hash, "config_hash": prov.config_hash,
-            "labels": json.dumps(event.labels, sort_keys=True), "recorded_at": datetime.now(timezone.utc)})
+            "labels": json.dumps(event.labels, sort_keys=True), "recorded_at": datetime.now(timezone.utc),
+            "engine": prov.engine, "precision": prov.precision, "engine_forced": prov.engine_forced,
+            "engine_hash": prov.engine_hash})
         return True
     if event.kind == "closed":
         ended_at = _utc(event.ended_at)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from monitor.errors import UserError
 from monitor.model.bundle import Bundle, load_bundle
+from monitor.model.engines import EngineChoice, choose_engine
 from monitor.model.frames import probe
 from monitor.model.persons import PersonDetector
 from monitor.ops.logs import redact
@@ -23,6 +24,7 @@ class CheckedSite:
     site: Site
     bundle: Bundle
     rules: RuleSet
+    engine: EngineChoice  # what runs the backbone (site.yaml's inference: and the bundle's stored conversions)
     shadow: Bundle | None = None  # shadow_model: a candidate whose head runs on the live model's embeddings
     shadow_rules: RuleSet | None = None  # the same rule files, checked against the shadow model's labels
 
@@ -116,7 +118,13 @@ def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
         bundle = load_bundle(site.model_dir)
     except UserError as err:
         problems += [f"{site.path}: model: {p}" for p in err.problems]
+    engine = None
     if bundle is not None:
+        try:
+            inference = site.config.inference
+            engine = choose_engine(bundle, inference.engine, inference.precision, f"{site.path}: inference")
+        except UserError as err:
+            problems += err.problems
         try:
             rules = load_rules(site.rule_files, bundle.labels, bundle.manifest.groups, site.notify_targets)
         except UserError as err:
@@ -131,5 +139,5 @@ def check_site(path: str | Path, probe_network: bool = False) -> CheckedSite:
     problems += file_problems(site)
     if problems:
         raise UserError(problems)
-    assert bundle is not None and rules is not None  # else a problem was reported
-    return CheckedSite(site, bundle, rules, shadow, shadow_rules)
+    assert bundle is not None and rules is not None and engine is not None  # else a problem was reported
+    return CheckedSite(site, bundle, rules, engine, shadow, shadow_rules)

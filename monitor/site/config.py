@@ -261,6 +261,22 @@ class InferenceConfig(StrictModel):
                                          "sampled frame (its queue full: inference does not keep up) within this "
                                          "many seconds, the box is over capacity: `/readyz` answers 503 with "
                                          "`over_capacity` and `har_monitor_over_capacity` is 1.")
+    engine: Literal["auto", "tensorflow", "openvino", "onnxruntime"] = Field(
+        default="auto", description="What runs the backbone: `auto` (the fastest conversion of this bundle's "
+        "backbone that passed its accuracy check, from `har-monitor models optimize`, else TensorFlow), `tensorflow` "
+        "(the reference; a GPU when present), `openvino` (a stored conversion; a forced one is recorded as forced). "
+        "`onnxruntime` is not built yet.")
+    precision: Literal["fp32", "bf16", "int8"] | None = Field(
+        default=None, description="The conversion's precision (default: the fastest that passed). TensorFlow runs fp32.")
+
+    @model_validator(mode="after")
+    def _engine_built(self) -> InferenceConfig:
+        if self.engine == "onnxruntime":
+            raise ValueError("engine: onnxruntime is not built in this version (use openvino, tensorflow or auto)")
+        if self.engine == "tensorflow" and self.precision not in (None, "fp32"):
+            raise ValueError(f"precision: tensorflow runs fp32 only; {self.precision} needs engine: openvino "
+                             "(after `har-monitor models optimize`)")
+        return self
 
 
 class ReconnectConfig(StrictModel):

@@ -1,4 +1,5 @@
-"""Schema changes go through Alembic: a record written under 0001 upgrades in place (0003, 0004: lockout), keeps its data and verifies."""
+"""Schema changes go through Alembic: a record written under 0001 upgrades in place (0003, 0004: lockout, 0005:
+the engine in each violation's provenance), keeps its data and verifies."""
 
 from __future__ import annotations
 
@@ -33,4 +34,32 @@ def test_a_record_of_schema_0001_upgrades_with_its_data(db, capsys):
     capsys.readouterr()
     assert cli(db, "violations", "list", "--format", "json") == 0
     assert '"status": "reviewed"' in capsys.readouterr().out
+    engine.dispose()
+
+
+def test_rows_from_before_0005_keep_their_hashes_and_new_rows_hash_their_engine(db):
+    """0005 adds the engine to each violation's provenance: rows written before have none, and their hashes
+    (chained into every later row) must not move; a row with an engine hashes it, so changing it is caught."""
+    from dataclasses import replace
+
+    from monitor.record.tables import violations
+
+    assert upgrade(db.url, "0004") == (None, "0004")
+    engine = create_engine(db.url)
+    with engine.begin() as conn:
+        for e in pair("ep-old", T0):
+            write_event(conn, e, PROV)
+        before = conn.execute(sa.select(violations.c.id, violations.c.row_hash)).all()
+    assert upgrade(db.url) == ("0004", head_revision())
+    forced = replace(PROV, engine="openvino", precision="int8", engine_forced=True, engine_hash="e" * 16)
+    with engine.begin() as conn:
+        assert conn.execute(sa.select(violations.c.id, violations.c.row_hash)).all() == before
+        for e in pair("ep-new", T0 + 10):
+            write_event(conn, e, forced)
+        new = conn.execute(sa.select(violations).where(violations.c.id == "ep-new")).one()
+        assert (new.engine, new.precision, new.engine_forced, new.engine_hash) == ("openvino", "int8", True, "e" * 16)
+        assert ledger.verify(conn) == []
+        conn.execute(violations.update().where(violations.c.id == "ep-new").values(engine_forced=False))
+        problems = ledger.verify(conn)
+    assert [p.where for p in problems] == [f"seq {new.seq} (id ep-new)"], "hiding that it was forced is caught"
     engine.dispose()

@@ -1,14 +1,14 @@
 """Shadow mode: a candidate model's would-be violations, and the model(s) each daemon start ran.
 
 Revision ID: 0006
-Revises: 0004 (to be re-chained after 0005 when both are merged)
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
