@@ -64,32 +64,34 @@ def test_reviews_become_a_dataset_a_candidate_a_shadow_and_a_promotion(demo_buil
 
     # the live model finds falls and a wave, with evidence
     with RunningDaemon(site) as d:
-        d.wait_for(lambda: len(reviewable(db).get("person-fell", [])) >= 2
-                   and reviewable(db).get("waving-in-cleanroom"), 120, "two falls and a wave with their clips")
+        d.wait_for(lambda: len(reviewable(db).get("person-fell", [])) >= 3
+                   and reviewable(db).get("waving-in-cleanroom"), 120, "three falls and a wave with their clips")
     found = reviewable(db)
-    fell, wrongly, wave = found["person-fell"][0], found["person-fell"][1], found["waving-in-cleanroom"][0]
+    (fell, *wrongly), wave = found["person-fell"][:3], found["waving-in-cleanroom"][0]
 
-    # QA signs: two confirmed, one false positive (the record's review API, as the console does)
+    # QA signs: two confirmed, two false positives (the record's review API, as the console does)
     engine = create_engine(f"sqlite:///{db}")
     with engine.begin() as conn:
         add_user(conn, "rita", "reviewer", PASSWORD, "Rita Reviewer", actor="test")
         sign_review(conn, fell.row["id"], "rita", PASSWORD, "confirmed", "she fell")
         sign_review(conn, wave.row["id"], "rita", PASSWORD, "confirmed", "waving over open product")
-        sign_review(conn, wrongly.row["id"], "rita", PASSWORD, "false_positive", "he was sitting down")
+        for v in wrongly:
+            sign_review(conn, v.row["id"], "rita", PASSWORD, "false_positive", "he was sitting down")
     engine.dispose()
 
-    # the reviewed clips added to (a little of) the training data: false positives under `idle`
+    # the reviewed clips added to (a little of) the training data: false positives under `other`, a class
+    # the live model never had (compare counts those clips as wrong for it); training wants 2 clips a class
     data = tmp_path / "data"
     for clip in sorted((site.parent / "train").glob("*/*_line-1_c0[01].mp4")):
         (data / clip.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(clip, data / clip.parent.name / clip.name)
-    assert main(["dataset", "from-reviews", "--cameras", str(site), "--since", "1h", "--out", str(data),
-                 "--negative-class", "idle"]) == 0
+    assert main(["dataset", "from-reviews", "--cameras", str(site), "--since", "1h", "--out", str(data)]) == 0
     reviewed = sorted(p.with_suffix("").relative_to(data).as_posix() for p in data.rglob("*.mp4.json"))
-    assert [r.split("/")[0] for r in reviewed] == ["fall", "idle", "wave"], reviewed
-    assert json.loads(next((data / "idle").glob("*.json")).read_text())["violation_id"] == wrongly.row["id"]
+    assert [r.split("/")[0] for r in reviewed] == ["fall", "other", "other", "wave"], reviewed
+    assert {json.loads(p.read_text())["violation_id"] for p in (data / "other").glob("*.json")} == {
+        v.row["id"] for v in wrongly}
     clips = list(data.rglob("*.mp4"))
-    assert len(clips) == 2 * 5 + 3
+    assert len(clips) == 2 * 5 + 4
 
     # a tiny candidate on the live model's backbone and windows, compared with the live model
     new = tmp_path / "candidate"
@@ -101,9 +103,11 @@ def test_reviews_become_a_dataset_a_candidate_a_shadow_and_a_promotion(demo_buil
                  "--units", "8", "--batch-size", "8", "--no-augment", "--cache-dir", str(tmp_path / "cache")]) == 0
     capsys.readouterr()
     assert main(["models", "compare", str(old), str(new), str(data), "--out", str(tmp_path / "compare")]) == 0
-    assert "verdict" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "OLD has no label for other (2 clips): counted as wrong for OLD" in printed and "verdict" in printed
     compared = json.loads((tmp_path / "compare" / "compare.json").read_text())
     assert compared["n_clips"] == len(clips) and compared["new"]["hash"] == load_bundle(new).hash
+    assert compared["unknown_classes"] == {"old": {"other": 2}, "new": {}} and compared["per_class"]["other"]["old_recall"] == 0
 
     # the candidate in shadow: it classifies every live window, its episodes stay out of the record
     candidate = load_bundle(new).hash

@@ -59,7 +59,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                                                   "they disagree on, McNemar's test and a verdict")
     compare.add_argument("old", type=Path, metavar="OLD")
     compare.add_argument("new", type=Path, metavar="NEW")
-    compare.add_argument("data", type=Path, metavar="DATA", help="labelled clips (as for evaluate)")
+    compare.add_argument("data", type=Path, metavar="DATA", help="labelled clips (as for evaluate); clips of a class only one model knows "
+                                                                      "count as wrong for the other")
     compare.add_argument("--out", type=Path, metavar="DIR", help="also write compare.json there")
     compare.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "har-monitor" / "features")
     compare.set_defaults(func=cmd_compare)

@@ -3,6 +3,10 @@
 Both models decide every clip; what matters is where they decide differently. McNemar's test asks
 whether the clips only the new model gets right outnumber those only the old one gets right by
 more than chance: on a few dozen clips, a higher accuracy alone often is chance.
+
+DATA may hold a class only one of the models knows (a candidate trained on `dataset from-reviews` output
+has the negative class `other`, the model in service does not): the other model cannot predict it, so
+its clips count as wrong for that model, and the comparison says so.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from monitor.errors import UserError
+from monitor.model.bundle import load_bundle
+from monitor.training.dataset import video_folder
 from monitor.training.evaluation import bootstrap_ci, mcnemar
 from monitor.training.infer import Scored, score
 
@@ -21,7 +27,8 @@ ALPHA = 0.05
 
 def compare(old_dir: Path, new_dir: Path, data_path: Path, out: Path | None = None, cache_dir: Path | None = None) -> dict:
     """Score both bundles on DATA, print per-class deltas, the clips they disagree on, McNemar's test and a verdict."""
-    old, new = score(old_dir, data_path, cache_dir), score(new_dir, data_path, cache_dir)
+    _refuse_classes_neither_knows(old_dir, new_dir, data_path)
+    old, new = (score(d, data_path, cache_dir, unknown_ok=True) for d in (old_dir, new_dir))
     clips = [p for p in _decisions(old) if p in _decisions(new)]  # readable by both
     if not clips:
         raise UserError(f"{data_path}: no clip readable by both models")
@@ -32,6 +39,7 @@ def compare(old_dir: Path, new_dir: Path, data_path: Path, out: Path | None = No
         "old": _model(old_dir, old), "new": _model(new_dir, new), "data": str(data_path), "n_clips": len(clips),
         "accuracy": {k: _accuracy([d[p][0] == truth[p] for p in clips], groups) for k, d in (("old", a), ("new", b))},
         "per_class": _per_class(clips, truth, a, b),
+        "unknown_classes": {k: _unknown(m, clips, truth) for k, m in (("old", old), ("new", new))},
         "disagreements": [{"clip": str(p), "truth": truth[p], "old": a[p][0], "old_p": a[p][1],
                            "new": b[p][0], "new_p": b[p][1]} for p in clips if a[p][0] != b[p][0]],
         "mcnemar": mcnemar([a[p][0] == truth[p] for p in clips], [b[p][0] == truth[p] for p in clips]),
@@ -42,6 +50,24 @@ def compare(old_dir: Path, new_dir: Path, data_path: Path, out: Path | None = No
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _refuse_classes_neither_knows(old_dir: Path, new_dir: Path, data_path: Path) -> None:
+    """A class folder neither model has a label for cannot tell them apart: most likely a misnamed folder.
+    (An image CSV is checked row by row when scored.)"""
+    if not data_path.is_dir():
+        return
+    known = set(load_bundle(old_dir).labels) | set(load_bundle(new_dir).labels)
+    neither = [name for name in video_folder(data_path).labels if name not in known]
+    if neither:
+        raise UserError([f"{data_path / name}: class '{name}' is not a label of either model "
+                         f"(OLD {old_dir}, NEW {new_dir}: {', '.join(sorted(known))})" for name in neither])
+
+
+def _unknown(scored: Scored, clips: list[Path], truth: dict[Path, str]) -> dict[str, int]:
+    """The true classes a model has no label for, with their clip counts: it can only get those clips wrong."""
+    lacking = [truth[p] for p in clips if truth[p] not in scored.bundle.labels]
+    return {name: lacking.count(name) for name in sorted(set(lacking))}
 
 
 def _decisions(scored: Scored) -> dict[Path, tuple[str, float]]:
@@ -76,6 +102,8 @@ def verdict(result: dict) -> str:
     test, old, new = result["mcnemar"], result["accuracy"]["old"]["value"], result["accuracy"]["new"]["value"]
     evidence = (f"accuracy {old:.4f} -> {new:.4f} ({new - old:+.4f}); right only with new {test['new_only']}, "
                 f"only with old {test['old_only']}; McNemar p={test['p_value']:.3g}")
+    evidence += "".join(f"; {k.upper()} cannot predict {_counts(lacks)}"
+                        for k, lacks in result["unknown_classes"].items() if lacks)
     if test["p_value"] < ALPHA and test["new_only"] > test["old_only"]:
         return f"NEW is better: {evidence}"
     if test["p_value"] < ALPHA:
@@ -86,11 +114,18 @@ def verdict(result: dict) -> str:
             "more clips are needed to tell these models apart")
 
 
+def _counts(classes: dict[str, int]) -> str:
+    return ", ".join(f"{name} ({n} clip{'s' * (n != 1)})" for name, n in classes.items())
+
+
 def format_comparison(result: dict) -> str:
     old, new = result["old"], result["new"]
     title = f"{old['path']} ({old['hash']}) -> {new['path']} ({new['hash']}) on {result['data']} ({result['n_clips']} clips)"
     width = max([len("accuracy"), *map(len, result["per_class"])])
-    lines = [title, "=" * len(title), f"{'class':<{width}}  {'clips':>5}  {'old recall':>10}  {'new recall':>10}  {'delta':>7}"]
+    lines = [title, "=" * len(title)]
+    lines += [f"{k.upper()} has no label for {_counts(lacks)}: counted as wrong for {k.upper()}"
+              for k, lacks in result["unknown_classes"].items() if lacks]
+    lines.append(f"{'class':<{width}}  {'clips':>5}  {'old recall':>10}  {'new recall':>10}  {'delta':>7}")
     for name, row in result["per_class"].items():
         lines.append(f"{name:<{width}}  {row['clips']:>5d}  {row['old_recall']:>10.4f}  {row['new_recall']:>10.4f}  "
                      f"{row['delta']:>+7.4f}")

@@ -44,7 +44,7 @@ class Scored:
     """A bundle's clip-level probabilities on labelled clips: one array [clips, classes] per head output."""
 
     bundle: Bundle
-    data: Dataset  # labels in the bundle's order
+    data: Dataset  # the bundle's labels in its order, then (score(..., unknown_ok=True)) DATA's classes it lacks
     samples: tuple[Sample, ...]  # the readable clips, in the order of the rows of `probs`
     probs: tuple[np.ndarray, ...]
     skipped: int  # unreadable clips
@@ -53,14 +53,18 @@ class Scored:
         return clip_reports(self.probs, list(self.samples), self.data)
 
 
-def score(model_dir: Path, data_path: Path, cache_dir: Path | None = None) -> Scored:
-    """Run a bundle over labelled clips (sampled and windowed as in training and live)."""
+def score(model_dir: Path, data_path: Path, cache_dir: Path | None = None, unknown_ok: bool = False) -> Scored:
+    """Run a bundle over labelled clips (sampled and windowed as in training and live).
+
+    `unknown_ok` keeps a class folder the bundle has no label for (its clips can only be called wrong)
+    instead of refusing it: `models compare` scores a candidate's new class against the old model.
+    """
     bundle, backbone, model = _load(model_dir)
     classes = action_classes(bundle, model)
     if bundle.manifest.head.kind == "image":
         data = image_csv(data_path, tuple(bundle.labels), tuple(classes) or None)
     else:
-        data = _relabel(video_folder(data_path), bundle, data_path)
+        data = _relabel(video_folder(data_path), bundle, data_path, unknown_ok)
     stats = ExtractStats()
     with progress_bar("features", len(data.samples)) as advance:
         feats = extract(backbone, [s.path for s in data.samples], sampling_of(bundle.manifest.window),
@@ -110,14 +114,16 @@ def action_classes(bundle: Bundle, model) -> list[str]:
     return list(names)
 
 
-def _relabel(data: Dataset, bundle: Bundle, source: Path) -> Dataset:
-    """Class folders named as the bundle's labels, mapped to the bundle's label order."""
+def _relabel(data: Dataset, bundle: Bundle, source: Path, unknown_ok: bool = False) -> Dataset:
+    """Class folders named as the bundle's labels, mapped to the bundle's label order; with `unknown_ok`,
+    folders the bundle has no label for follow its labels (indices past the head's outputs)."""
     unknown = sorted(set(data.labels) - set(bundle.labels))
-    if unknown:
+    if unknown and not unknown_ok:
         raise UserError(f"{source}: classes not in the model's labels: {', '.join(unknown)} (model: {', '.join(bundle.labels)})")
-    mapping = {i: bundle.labels.index(name) for i, name in enumerate(data.labels)}
+    labels = (*bundle.labels, *unknown)
+    mapping = {i: labels.index(name) for i, name in enumerate(data.labels)}
     samples = tuple(Sample(s.path, mapping[s.label], s.group) for s in data.samples)
-    return Dataset(samples, tuple(bundle.labels))
+    return Dataset(samples, labels)
 
 
 def predict(model_dir: Path, paths: list[Path], top_k: int = 3, csv_path: Path | None = None) -> list[dict]:

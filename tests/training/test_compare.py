@@ -24,24 +24,24 @@ def colour_clips(root: Path, per_colour: dict[str, int]) -> Path:
     return root
 
 
-def colour_bundle(out: Path, calls: dict[str, str]) -> Path:
+def colour_bundle(out: Path, calls: dict[str, str], labels: list[str] = LABELS) -> Path:
     """A bundle over raw 8x8 pixels whose head calls a clip by its strongest channel: `calls` maps colour -> label."""
     import keras
 
     from monitor.model.bundle import BackboneSpec, ModelManifest, WindowSpec, write_manifest
 
     channel = {"red": 0, "green": 1, "blue": 2}
-    weights = np.zeros((8 * 8 * 3, 3), np.float32)
+    weights = np.zeros((8 * 8 * 3, len(labels)), np.float32)
     for colour, label in calls.items():
-        weights[channel[colour]::3, LABELS.index(label)] = 1.0  # every pixel's channel votes for its label
+        weights[channel[colour]::3, labels.index(label)] = 1.0  # every pixel's channel votes for its label
     inputs = keras.Input((4, 8 * 8 * 3))
-    dense = keras.layers.Dense(3, activation="softmax")
+    dense = keras.layers.Dense(len(labels), activation="softmax")
     model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling1D()(inputs)))
-    dense.set_weights([weights, np.zeros(3, np.float32)])
+    dense.set_weights([weights, np.zeros(len(labels), np.float32)])
     out.mkdir(parents=True)
     model.save(out / "head.keras")
     write_manifest(out, ModelManifest(name=out.name, backbone=BackboneSpec(name="raw", weights="none", input_size=(8, 8)),
-                                      window=WindowSpec(frames=4, sample_fps=4.0, stride=4), labels=LABELS))
+                                      window=WindowSpec(frames=4, sample_fps=4.0, stride=4), labels=labels))
     return out
 
 
@@ -50,7 +50,9 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("compare")
     right = {c: c for c in COLOURS}
     return {"right": colour_bundle(root / "right", right),
-            "blue_as_green": colour_bundle(root / "blue_as_green", {**right, "blue": "green"})}
+            "blue_as_green": colour_bundle(root / "blue_as_green", {**right, "blue": "green"}),
+            # a model that never had the class blue (as the model in service never had `other`)
+            "without_blue": colour_bundle(root / "without_blue", {**right, "blue": "green"}, ["green", "red"])}
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +94,31 @@ def test_a_few_clips_are_not_enough_to_call_a_winner(bundles, tmp_path, capsys):
     assert "verdict: no significant difference at the 5% level on 8 clips" in printed
 
 
-def test_classes_unknown_to_a_model_are_refused(bundles, tmp_path, capsys):
+def test_a_class_one_model_lacks_counts_as_wrong_for_it(bundles, clips, tmp_path, capsys):
+    # the candidate learned a class the model in service never had: compared on the same clips
+    assert main(["models", "compare", str(bundles["without_blue"]), str(bundles["right"]), str(clips),
+                 "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "compare.json").read_text())
+    assert result["n_clips"] == 14
+    assert result["unknown_classes"] == {"old": {"blue": 6}, "new": {}}
+    assert "OLD has no label for blue (6 clips): counted as wrong for OLD" in printed
+    assert result["per_class"]["blue"] == {"clips": 6, "old_recall": 0.0, "new_recall": 1.0, "delta": 1.0}
+    assert {(d["truth"], d["old"], d["new"]) for d in result["disagreements"]} == {("blue", "green", "blue")}
+    assert result["mcnemar"] == {"old_only": 0, "new_only": 6, "p_value": 0.03125, "test": "exact"}
+    assert result["verdict"].startswith("NEW is better") and "OLD cannot predict blue (6 clips)" in result["verdict"]
+    # and the other way round: the new model is the one that lacks it
+    assert main(["models", "compare", str(bundles["right"]), str(bundles["without_blue"]), str(clips),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    printed = capsys.readouterr().out
+    assert "NEW has no label for blue (6 clips): counted as wrong for NEW" in printed
+    assert "verdict: NEW is worse: keep OLD" in printed
+
+
+def test_a_class_neither_model_knows_is_refused(bundles, tmp_path, capsys):
     data = colour_clips(tmp_path / "data", {"red": 2, "green": 1})
     (data / "purple").mkdir()
     (data / "red" / "red_s0_0.mp4").rename(data / "purple" / "purple_s0_0.mp4")
-    assert main(["models", "compare", str(bundles["right"]), str(bundles["right"]), str(data)]) == 2
-    assert "classes not in the model's labels: purple" in capsys.readouterr().err
+    assert main(["models", "compare", str(bundles["without_blue"]), str(bundles["right"]), str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data / 'purple'}: class 'purple' is not a label of either model" in err
