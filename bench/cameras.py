@@ -100,6 +100,10 @@ def per_camera(snap: dict, name: str) -> dict[str, float]:
     return {dict(labels)["camera"]: v for (n, labels), v in snap.items() if n == name and "camera" in dict(labels)}
 
 
+def total(snap: dict, name: str) -> float:
+    return sum(per_camera(snap, name).values())
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) of a process, its threads included."""
     try:
@@ -239,8 +243,8 @@ def measure(cfg: dict, daemon: Any, latencies: list[tuple[float, float]], runner
     while time.monotonic() - t0 < seconds - 1e-6:
         time.sleep(min(TICK, seconds - (time.monotonic() - t0)))
         s, now = scrape(url), time.monotonic()
-        emb = sum(per_camera(s, "har_monitor_embeddings_total").values()) - sum(per_camera(s0, "har_monitor_embeddings_total").values())
-        dropped = sum(per_camera(s, "har_monitor_frames_dropped_total").values()) - sum(per_camera(s0, "har_monitor_frames_dropped_total").values())
+        emb = total(s, "har_monitor_embeddings_total") - total(s0, "har_monitor_embeddings_total")
+        dropped = total(s, "har_monitor_frames_dropped_total") - total(s0, "har_monitor_frames_dropped_total")
         log(f"N={n}: {now - t0:5.0f} s  {(emb - prev_emb) / (now - prev_t):5.1f} embeddings/s  dropped {dropped:.0f}")
         prev_emb, prev_t = emb, now
         if dropped and first_drop is None:
@@ -263,8 +267,7 @@ def measure(cfg: dict, daemon: Any, latencies: list[tuple[float, float]], runner
         "reused": delta("har_monitor_frames_reused_total"),  # motion gating (absent before it existed)
         "decoded": delta("har_monitor_frames_decoded_total"),
         "reconnects": delta("har_monitor_camera_reconnects_total"),
-        "dropped_warmup": sum(per_camera(s0, "har_monitor_frames_dropped_total").values())
-        - sum(per_camera(s_start, "har_monitor_frames_dropped_total").values()),
+        "dropped_warmup": total(s0, "har_monitor_frames_dropped_total") - total(s_start, "har_monitor_frames_dropped_total"),
         "latencies": [v for when, v in latencies if t0 <= when <= t1],
         "cpu": cpu_by_group(c0, c1, p1 - p0),
         "process_cpu": p1 - p0,
@@ -325,7 +328,8 @@ class Schema:
         out = {}
         if self.has_engine and combo.engine != self.engine_default:
             out["engine"] = combo.engine
-        if self.has_precision and combo.engine != "tensorflow" and combo.precision != self.precision_default:
+        if (self.has_precision and combo.engine != "tensorflow" and combo.precision != "default"
+                and combo.precision != self.precision_default):
             out["precision"] = combo.precision
         return out
 
@@ -349,7 +353,7 @@ class Combo:
 def combos(args: argparse.Namespace, schema: Schema) -> list[Combo]:
     out = []
     for engine, precision in itertools.product(args.engine.split(","), args.precision.split(",")):
-        if engine == "tensorflow" and precision != "fp32":
+        if engine == "tensorflow" and precision not in ("fp32", "default"):
             continue  # TensorFlow is the fp32 reference
         if not schema.has_engine and engine != "tensorflow":
             log(f"skipping {engine}: this version's site.yaml has no inference.engine")
@@ -511,7 +515,8 @@ class Run:
 
     @property
     def precision_in_force(self) -> str:
-        return str(self.result.get("build", {}).get("precision", self.combo.precision))
+        asked = "fp32" if self.combo.engine == "tensorflow" and self.combo.precision == "default" else self.combo.precision
+        return str(self.result.get("build", {}).get("precision", asked))
 
     @property
     def raw_best(self) -> float:
@@ -541,6 +546,7 @@ def one_run(combo: Combo, n: int, clip: Path, bundle: dict, schema: Schema, args
                           bundle, combo, schema, args)
         run.result = run_child("run", {"site": str(site), "cameras": n, "seconds": args.seconds, "warmup": args.warmup,
                                        "server_pid": streams.proc.pid, "fail_fast": 0 if args.full else args.fail_fast})
+        run.error = str(run.result.pop("error", ""))
     except RuntimeError as exc:
         run.error = str(exc)
     finally:
@@ -577,21 +583,33 @@ def search(run_n: Any, start: int, max_n: int, limit: float) -> tuple[int, list[
     return lo, sorted(runs.values(), key=lambda r: r.n)
 
 
-def prepare(combo: Combo, bundle: dict, clip: Path) -> None:
+def calibration_clips(work: Path) -> Path:
+    """A folder of two clips of the same floor that the cameras do not play (they play the source's first
+    --clip-seconds): `models optimize` calibrates int8 on one and checks agreement on the other."""
+    folder = work / "calibration"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, start in enumerate((70.0, 100.0)):
+        path = folder / f"floor_{i}.mp4"
+        if not path.is_file():
+            tmp = work / f"floor_{i}.part.mp4"  # outside the folder: a half-written clip is never read
+            bench_pipeline().make_clip(tmp, (640, 360), 20.0, start=start, seed=10 + i)
+            tmp.rename(path)
+    return folder
+
+
+def prepare(combo: Combo, bundle: dict, work: Path) -> None:
     """Convert the bundle's backbone for an engine other than TensorFlow (`har-monitor models optimize`)."""
     cmd = [sys.executable, "-m", "monitor", "models", "optimize", bundle["bundle"], "--engine", combo.engine,
-           "--precision", combo.precision, "--calibration", str(clip.parent / "calibration")]
-    (clip.parent / "calibration").mkdir(exist_ok=True)
-    link = clip.parent / "calibration" / clip.name
-    if not link.exists():
-        link.symlink_to(clip)
+           *(["--precision", combo.precision] if combo.precision != "default" else []),
+           "--calibration", str(calibration_clips(work))]
     log(f"preparing {combo.engine}/{combo.precision}: {' '.join(cmd[1:])}")
     subprocess.run(cmd, cwd=REPO, check=True)  # nosec B603
 
 
-def top1_agreement(bundle_dir: Path, combo: Combo) -> str:
-    """The conversion's recorded top-1 agreement (from the accuracy-check record beside the bundle)."""
-    if combo.engine == "tensorflow":
+def top1_agreement(bundle_dir: Path, engine: str, precision: str) -> str:
+    """The conversion's recorded top-1 agreement (from the accuracy-check record beside the bundle,
+    e.g. engines/openvino-int8-<source>.yaml: check.top1_agreement)."""
+    if engine == "tensorflow":
         return "reference"
     import yaml
 
@@ -599,7 +617,7 @@ def top1_agreement(bundle_dir: Path, combo: Combo) -> str:
         if path.suffix not in (".json", ".yaml", ".yml") or path.name == "model.yaml":
             continue
         text = path.read_text(errors="replace")
-        if combo.engine not in (str(path) + text) or combo.precision not in (str(path) + text):
+        if engine not in (str(path) + text) or (precision != "default" and precision not in (str(path) + text)):
             continue
         with contextlib.suppress(Exception):
             found = find_key(yaml.safe_load(text), re.compile(r"top.?1"))
@@ -679,10 +697,11 @@ def main() -> int:
     ap.add_argument("--start", type=int, default=2, help="the search's first N (then doubling, then bisection)")
     ap.add_argument("--max-n", type=int, default=64)
     ap.add_argument("--engine", default="tensorflow", help="comma-separated: tensorflow, openvino, auto")
-    ap.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8")
+    ap.add_argument("--precision", default="default",
+                    help="comma-separated: fp32, bf16, int8, default (the site's default: not written)")
     ap.add_argument("--motion", choices=("on", "off"), default="on", help="motion gating (where the version has it)")
     ap.add_argument("--prepare", action="store_true", help="convert the bundle (models optimize) for non-TF engines first")
-    ap.add_argument("--cooldown", type=float, default=20, help="the bench rule's cooldown (s): episodes per camera")
+    ap.add_argument("--cooldown", type=float, default=10, help="the bench rule's cooldown (s): episodes per camera")
     ap.add_argument("--no-evidence", dest="evidence", action="store_false", help="evidence.enabled false")
     ap.add_argument("--max-batch", type=int, default=0, help="inference.max_batch (0: the daemon's default)")
     ap.add_argument("--fail-fast", type=float, default=20, help="stop a run this long after its first drop")
@@ -699,7 +718,12 @@ def main() -> int:
     for mode, fn in (("child_run", child_run), ("child_bundle", lambda c: child_bundle(Path(c["work"]), Path(c["clip"]), c["input"]))):
         if getattr(args, mode):
             cfg_path, out = getattr(args, mode)
-            Path(out).write_text(json.dumps(fn(json.loads(Path(cfg_path).read_text()))))
+            try:
+                result = fn(json.loads(Path(cfg_path).read_text()))
+            except Exception as exc:  # the parent reports it with the run and goes on
+                logging.exception("child failed")
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            Path(out).write_text(json.dumps(result))
             return 0
 
     reason = rtsp_unavailable()
@@ -714,16 +738,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="har-bench-cameras-") as tmp:
         root = Path(tmp)
         bundle = run_child("bundle", {"work": str(root), "clip": str(clip), "input": args.input})
+        if "error" in bundle:
+            raise SystemExit(f"cannot build the bundle: {bundle['error']}")
         log(f"bundle {bundle['bundle']}; rule: {bundle['label']} >= {bundle['threshold']:.4f}")
         agreement, best, runs = {}, {}, []
         for combo in todo:
             if args.prepare and combo.engine not in ("tensorflow", "auto"):
                 try:
-                    prepare(combo, bundle, clip)
+                    prepare(combo, bundle, work)
                 except subprocess.CalledProcessError as exc:
                     log(f"{combo}: models optimize failed ({exc}); skipped")
                     continue
-            agreement[combo] = top1_agreement(Path(bundle["bundle"]), combo)
             run_n = lambda n, combo=combo: one_run(combo, n, clip, bundle, schema, args, root)
             if args.n:
                 r = run_n(args.n)
@@ -731,6 +756,9 @@ def main() -> int:
             else:
                 best[combo], found = search(run_n, args.start, args.max_n, limit)
             runs += found
+            told = next((r for r in found if r.result.get("build")), found[0])
+            engine = told.result.get("build", {}).get("engine", combo.engine)
+            agreement[combo] = top1_agreement(Path(bundle["bundle"]), engine, told.precision_in_force)
     results = work / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json"
     results.write_text(json.dumps([{"engine": r.combo.engine, "precision": r.combo.precision, "motion": r.combo.motion,
                                     "n": r.n, "error": r.error, **r.result} for r in runs], indent=1))
