@@ -15,8 +15,8 @@ whose probability moves most, at its median over calibration windows (for_window
 --cooldown): episodes open often, so frame-to-violation latency is measured on every camera.
 
 A run passes when, for --seconds after a warm-up, no frame was dropped (har_monitor_frames_dropped_total
-per camera, scraped from the daemon's /metrics), every camera delivered >= 90% of its sampled frames
-(a decoder that falls behind loses frames in the network buffer, which no counter sees) and the p99
+per camera, scraped from the daemon's /metrics), every camera sampled >= 90% of its 4 fps (a
+decoder that falls behind loses frames in the network buffer, which no counter sees) and the p99
 frame-to-violation latency is <= the window stride + 2 s (1 s + 2 s here). N is searched by doubling
 from --start, then bisection (or `--n 2,4` runs those N). A failing run stops early (--fail-fast seconds
 after its first drop) unless --full.
@@ -25,8 +25,9 @@ Per run: embeddings/s, CPU (% of one core) of decode (the cameras' reader thread
 threads) vs inference (the embedder thread and the engine's native compute pools; the GRU head's TF
 calls run in the same pools), p50/p99 latency, frames dropped, and what other processes took (the
 machine may be shared). Baseline in the same run: the raw engine (`backbone.embed` of the very backbone
-the daemon used, on uint8 batches of 8, 16, 32, after the daemon stopped, no pipeline); ratio = the
-daemon's best sustained embeddings/s / the raw engine's best (target >= 0.85).
+the daemon used, on uint8 batches of 8, 16, 32, right after the daemon stopped, no pipeline); ratio
+pipeline/raw = the embeddings/s the daemon sustained in a run it could not keep up with (the search's
+failing N) / that raw figure (target >= 0.85).
 
 Engines: `--engine`/`--precision`/`--motion` are written into site.yaml only where they differ from
 the site schema's defaults (a version without `inference.engine` runs TensorFlow only). `--prepare`
@@ -482,7 +483,8 @@ class Run:
     result: dict = field(default_factory=dict)
     error: str = ""
 
-    def total(self, key: str) -> float:
+    def summed(self, key: str) -> float:
+        """A per-camera figure summed over the cameras."""
         return float(sum(self.result.get(key, {}).values()))
 
     @property
@@ -491,18 +493,18 @@ class Run:
 
     @property
     def emb_per_s(self) -> float:
-        return self.total("embeddings") / self.elapsed
+        return self.summed("embeddings") / self.elapsed
 
     @property
     def dropped(self) -> float:
-        return self.total("dropped")
+        return self.summed("dropped")
 
     @property
     def reuse_pct(self) -> str:
         """Sampled frames that reused an embedding (motion gating), or '-' in a version without it."""
         if not self.result.get("reused"):
             return "-"
-        return f"{100 * self.total('reused') / max(1.0, self.total('sampled')):.0f}"
+        return f"{100 * self.summed('reused') / max(1.0, self.summed('sampled')):.0f}"
 
     @property
     def min_camera_fps(self) -> float:
@@ -584,7 +586,7 @@ def search(run_n: Any, start: int, max_n: int, limit: float) -> tuple[int, list[
             break
     if hi is None:
         log(f"passed at the largest N tried ({lo}); raise --max-n to go further")
-        return lo, list(runs.values())
+        return lo, sorted(runs.values(), key=lambda r: r.n)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if ok(mid):
@@ -663,7 +665,7 @@ def print_report(runs: list[Run], best: dict[Combo, int], agreement: dict[Combo,
     print(f"pass: 0 frames dropped, every camera >= {0.9 * SAMPLE_FPS:g} sampled fps, p99 frame-to-violation <= {limit:g} s")
     print("=" * 118)
     head = (f"{'engine':<11}{'prec':<6}{'motion':<7}{'N':>3} {'emb/s':>6} {'raw':>6} {'decode%':>8} {'infer%':>7} "
-            f"{'other%':>7} {'reuse%':>7} {'p50 s':>6} {'p99 s':>6} {'viol':>5} {'drop':>6} {'others%':>8} {'top-1':>10}  result")
+            f"{'other%':>7} {'reuse%':>7} {'p50 s':>6} {'p99 s':>6} {'viol':>5} {'drop':>6} {'server%':>8} {'others%':>8} {'top-1':>10}  result")
     print(head)
     for r in runs:
         why = r.failures(limit)
@@ -671,11 +673,15 @@ def print_report(runs: list[Run], best: dict[Combo, int], agreement: dict[Combo,
         print(f"{r.engine_in_force:<11}{r.precision_in_force:<6}{r.combo.motion:<7}{r.n:>3} {r.emb_per_s:6.1f} {r.raw_best:6.1f} "
               f"{r.cpu_pct('decode'):8.0f} {r.cpu_pct('inference'):7.0f} {other:7.0f} {r.reuse_pct:>7} {r.latency(0.5):6.2f} "
               f"{r.latency(0.99):6.2f} {len(r.result.get('latencies', [])):5d} {r.dropped:6.0f} "
-              f"{r.result.get('others_pct', float('nan')):8.0f} {agreement[r.combo]:>10}  "
+              f"{100 * r.result.get('server_cpu', float('nan')) / r.elapsed:8.1f} {r.result.get('others_pct', float('nan')):8.0f} {agreement[r.combo]:>10}  "
               + ("pass" if not why else "FAIL: " + "; ".join(why)) + (" (stopped early)" if r.result.get("aborted") else ""))
     print("(CPU % of one core over the run: decode = the cameras' reader threads; infer = the embedder and the engine's "
           "compute pools; other = analysis, evidence, store, threads that ended; reuse% = sampled frames that reused an "
-          "embedding (motion gating); others% = other processes on the box)")
+          "embedding (motion gating); server% = the RTSP server (pass-through); others% = other processes on the box)")
+    busy = max((r.result.get("others_pct", 0.0) for r in runs), default=0.0)
+    if busy > 15:
+        print(f"NOISY: other processes took up to {busy:.0f}% of a core during a run; every figure here (raw engine "
+              f"included) is that busy box's, not a quiet one's")
     print("summary per engine (raw = the daemon's own backbone.embed on batches of 8/16/32 without the pipeline, best):")
     for combo, n in best.items():
         mine = [r for r in runs if r.combo == combo and not r.error]
@@ -752,7 +758,7 @@ def main() -> int:
     clip = camera_clip(work, args.clip_seconds)
     schema = Schema.read()
     todo = combos(args, schema)
-    limit = 4 / SAMPLE_FPS + 2.0  # the bundle's window stride (4 embeddings) in seconds + 2 s
+    limit = bench_pipeline().WINDOW_STRIDE / SAMPLE_FPS + 2.0  # the bundle's window stride in seconds + 2 s
     with tempfile.TemporaryDirectory(prefix="har-bench-cameras-") as tmp:
         root = Path(tmp)
         bundle = run_child("bundle", {"work": str(root), "clip": str(clip), "input": args.input})
