@@ -48,7 +48,7 @@ import logging
 import math
 import os
 import re
-import subprocess
+import subprocess  # nosec B404  # runs this script, the RTSP server script and the monitor CLI
 import sys
 import tempfile
 import threading
