@@ -253,8 +253,9 @@ def measure(cfg: dict, daemon: Any, latencies: list[tuple[float, float]], runner
         if first_drop is not None and cfg["fail_fast"] and now - first_drop >= cfg["fail_fast"]:
             aborted = True
             break
-        if not runner.is_alive():
-            raise RuntimeError("the daemon stopped")
+        if not runner.is_alive() or not daemon.health()["live"]:
+            dead = [name for name, ok in daemon.health()["threads"].items() if not ok]
+            raise RuntimeError(f"the daemon stopped or a stage's thread died: {', '.join(dead) or 'the daemon'}")
     s1, c1, p1, b1, srv1 = scrape(url), thread_cpu(), time.process_time(), machine_busy(), proc_cpu(server_pid)
     t1 = time.monotonic()
     elapsed = t1 - t0

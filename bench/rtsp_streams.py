@@ -10,8 +10,8 @@ serves rtsp://127.0.0.1:PORT/cam0 .. /cam{count-1}; camera i plays clip i % len(
 `READY rtsp://127.0.0.1:PORT` once listening; exit 3 if the port cannot be bound.
 
 Each camera has a producer pipeline `filesrc ! qtdemux ! h264parse ! appsink sync=true` (paced by the
-clock: a live camera's 25 fps) whose access units go to a live `appsrc ! h264parse ! rtph264pay` in the
-RTSP media: a flushing seek at end of file loops it without any RTSP-level discontinuity (appsrc
+clock: a live camera's 25 fps) whose access units (avc, SPS/PPS in the caps) go to a live
+`appsrc ! rtph264pay config-interval=-1` in the RTSP media (SPS/PPS in the SDP and before every IDR): a flushing seek at end of file loops it without any RTSP-level discontinuity (appsrc
 re-timestamps every buffer), and nothing is decoded or encoded, so the server costs little per camera
 (the existing tests/support/rtsp_server.py re-encodes, which would cost as much CPU as the daemon).
 """
@@ -45,10 +45,10 @@ class Producer:
         self.lock = threading.Lock()
         self.appsrcs: list = []
         self.playing = False
-        # byte-stream with SPS/PPS before every IDR: a client joining at any keyframe can decode
+        # avc: the caps carry SPS/PPS (codec_data), so the SDP has them before the first keyframe arrives
+        # (else a client that probes little, as the daemon does, can fail its first open)
         self.pipeline = Gst.parse_launch(
-            "filesrc name=file ! qtdemux ! h264parse config-interval=-1 ! "
-            "video/x-h264,stream-format=byte-stream,alignment=au ! "
+            "filesrc name=file ! qtdemux ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! "
             "appsink name=sink sync=true emit-signals=true max-buffers=4 drop=false")
         self.pipeline.get_by_name("file").set_property("location", path)
         sink = self.pipeline.get_by_name("sink")
@@ -120,7 +120,7 @@ def serve(args: argparse.Namespace) -> int:
         producers.append(producer)
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch("( appsrc name=src is-live=true format=time do-timestamp=true max-buffers=8 "
-                           "leaky-type=downstream ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )")
+                           "leaky-type=downstream ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
         factory.set_shared(True)
 
         def configure(_factory, media, producer=producer):
