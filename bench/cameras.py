@@ -356,9 +356,7 @@ def combos(args: argparse.Namespace, schema: Schema) -> list[Combo]:
     out = []
     for engine, precision in itertools.product(args.engine.split(","), args.precision.split(",")):
         if engine == "tensorflow":
-            if precision not in ("fp32", "default"):
-                continue  # TensorFlow is the fp32 reference
-            precision = "fp32"
+            precision = "fp32"  # the reference runs fp32 whatever --precision lists for the other engines
         if not schema.has_engine and engine != "tensorflow":
             log(f"skipping {engine}: this version's site.yaml has no inference.engine")
             continue
