@@ -62,10 +62,13 @@ class Embedder(Worker):
         seen = [f for f, r in zip(batch, reuse, strict=True) if not f.gated and not r]
         start = time.perf_counter()
         try:
-            vectors = iter(self.backbone.embed(np.stack([f.rgb for f in seen])) if seen else ())
+            embedded = self.backbone.embed(np.stack([f.rgb for f in seen])) if seen else np.empty((0, 0))
+            if len(embedded) != len(seen):  # an engine's fault: never give a frame another frame's vector
+                raise RuntimeError(f"the backbone gave {len(embedded)} vectors for {len(seen)} frames")
         except Exception:  # a bad batch must not stop inference for every camera
             log.exception(kv(event="inference_failed", batch=len(batch)))
             return
+        vectors = iter(embedded)
         if seen:
             self.observe(len(seen), time.perf_counter() - start)
         out = []

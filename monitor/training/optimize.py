@@ -153,7 +153,7 @@ def _clip_split(bundle: Bundle, opts: OptimizeOptions) -> tuple[list[Path], list
         clips = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
         if not clips:
             raise UserError(f"--calibration: {root} has no videos ({', '.join(sorted(VIDEO_SUFFIXES))})")
-        if opts.precision != "int8":
+        if opts.precision != "int8" or len(clips) == 1:  # one int8 clip: gather_frames halves it
             return [], clips, str(root)
         return clips[0::2], clips[1::2], str(root)
     table = bundle.path / "data.csv"

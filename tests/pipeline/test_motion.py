@@ -155,3 +155,28 @@ def test_motion_is_on_by_default_and_a_camera_can_set_its_own(tmp_path, tiny_bun
     with pytest.raises(UserError, match="min_changed"):
         load_site(path)
 
+
+
+def test_an_engine_that_gives_too_few_vectors_loses_that_batch_not_the_embedder(caplog):
+    """Seen with OpenVINO under overload: the embedder thread died on the missing vector and every camera stopped."""
+    counting = CountingBackbone()
+
+    def short_once(batch: np.ndarray) -> np.ndarray:
+        vectors = counting.embed(batch)
+        return vectors[:-1] if counting.frames == len(batch) else vectors  # the first call loses a vector
+
+    queues = FrameQueues(["cam"], 64)
+    out: list[Embedding] = []
+    embedder = Embedder(Backbone("short", (75, 75), 3, short_once), queues, max_batch=2, max_wait_ms=0, emit=out.extend)
+    queues.put(frame(0, 10))
+    queues.put(frame(1, 20))
+    embedder.start()
+    try:
+        wait_until(lambda: counting.frames == 2, 30, "the first batch to run")
+        queues.put(frame(2, 30))
+        wait_until(lambda: out, 30, "the next frame to be embedded")
+    finally:
+        embedder.stop()
+        embedder.join(30)
+    assert [float(e.vector[0]) for e in out] == [30], "the short batch gave no frame another frame's vector"
+    assert "event=inference_failed" in caplog.text and "1 vectors for 2 frames" in caplog.text
