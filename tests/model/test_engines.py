@@ -246,3 +246,16 @@ def test_real_mobilenet_v2_converts_with_embeddings_close_to_tensorflow(tmp_path
     fp32, int8 = results["fp32"].record.check, results["int8"].record.check
     assert fp32.cosine_min > 0.9999 and fp32.top1_agreement == 1.0 and fp32.passed
     assert 0.8 < int8.cosine_mean < 0.9999, "int8 on real weights: close, not equal (measured here ~0.9)"
+
+
+def test_int8_calibrated_on_a_single_clip_calibrates_on_one_half_and_checks_on_the_other(tmp_path, clips):
+    from monitor.training.optimize import OptimizeOptions, gather_frames
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(clips / "walk.mp4", one / "walk.mp4")
+    bundle = load_bundle(write_tiny_bundle(tmp_path / "tiny"))
+    size = bundle.manifest.backbone.input_size
+    assert size is not None
+    frames = gather_frames(bundle, OptimizeOptions(bundle.path, precision="int8", calibration=one), tuple(size))
+    assert len(frames.calibration) and sum(len(f) for f in frames.check), "both halves of the one clip are used"
