@@ -89,7 +89,7 @@ def fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, x_val: np.ndarray |
     The problem is convex: its optimum does not depend on a seed or an epoch count, so the head trained
     on the same windows is the same head. Returns the Keras model and a one-step history.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
     flat = x.reshape(-1, x.shape[-1])
     mean, variance = flat.mean(0), flat.var(0) + 1e-12
