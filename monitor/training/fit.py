@@ -96,8 +96,8 @@ def fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, x_val: np.ndarray |
     moments = _moments(x, mean, variance)
     pooled_mean, pooled_variance = moments.mean(0), moments.var(0) + 1e-12
     z = (moments - pooled_mean) / np.sqrt(pooled_variance)
-    clf = LogisticRegression(C=LINEAR_C, max_iter=5000, tol=1e-6,
-                             class_weight=class_weights(y, n_classes) if weighted else None)
+    present = {c: w for c, w in class_weights(y, n_classes).items() if w}  # a fold may lack a class
+    clf = LogisticRegression(C=LINEAR_C, max_iter=5000, tol=1e-6, class_weight=present if weighted else None)
     clf.fit(z, y)
     kernel, bias = _softmax_weights(clf, x.shape[-1] * 2, n_classes)
     model = linear_head(x.shape[1], x.shape[2], n_classes, mean, variance, pooled_mean, pooled_variance, name=name)
