@@ -18,15 +18,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     train.add_argument("--backbone", help=f"{backbone_choices()} (default: inception_v3; raw for --head conv3d)")
     train.add_argument("--weights", default="imagenet", help="imagenet (default) | PATH | none")
     train.add_argument("--input-size", type=int, metavar="PIXELS", help="square backbone input (default: the backbone's own)")
-    train.add_argument("--head", default="gru", help="gru (default) | lstm | bilstm | conv3d | image")
+    train.add_argument("--head", default="linear", help="linear (default: a convex fit, the same head whatever the seed) | "
+                                                        "gru | lstm | bilstm | conv3d | image")
     train.add_argument("--frames", type=int, default=16, help="frames per window T (default 16)")
     train.add_argument("--sample-fps", type=positive, help="sample clips at this rate (default: --frames spread evenly over each clip)")
     train.add_argument("--stride", type=int, help="classify every S new frames at run time (default T/4)")
-    train.add_argument("--epochs", type=int, default=40, help="epochs of every fit; the last epoch's weights are kept (default 40)")
+    train.add_argument("--epochs", type=int, default=40, help="epochs of every fit of a neural head; the last epoch's weights "
+                                                              "are kept (default 40)")
     train.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds reporting how well the recipe "
                                                             "generalizes (default 5; 1: none)")
-    train.add_argument("--members", type=int, default=10, help="models trained on all training clips (seeds differ) and "
-                                                               "averaged in the head (default 10)")
+    train.add_argument("--members", type=int, default=10, help="neural heads: models trained on all training clips (seeds "
+                                                               "differ) and averaged in the head (default 10)")
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--units", type=int, default=32, help="recurrent / dense units of each member of the head (default 32)")
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="flip, crop and speed jitter of training clips")
@@ -101,8 +103,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(format_report(result.report2, title="action class"))
     if result.cv:
         print(result.cv.describe())
-    print(f"head: {result.members} model(s) trained on all training clips for {args.epochs} epochs (the last epoch's "
-          f"weights kept), averaged")
+    if result.epochs is None:
+        print(f"head: {args.head}, fitted to convergence on all training clips (a convex problem: no epochs, no seed)")
+    else:
+        print(f"head: {result.members} model(s) trained on all training clips for {result.epochs} epochs (the last "
+              f"epoch's weights kept), averaged")
     print(f"bundle: {result.bundle}")
     return 0
 

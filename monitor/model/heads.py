@@ -8,7 +8,8 @@ from monitor.errors import UserError
 
 RECURRENT_HEADS = ("gru", "lstm", "bilstm")
 FRAME_HEADS = ("conv3d", "conv3d_lstm")  # learn from the pixels themselves (backbone raw)
-HEADS = (*RECURRENT_HEADS, *FRAME_HEADS, "image")
+CONVEX_HEADS = ("linear",)  # one convex fit (monitor.training.fit.fit_linear): the seed cannot change it
+HEADS = (*CONVEX_HEADS, *RECURRENT_HEADS, *FRAME_HEADS, "image")
 
 
 def build_head(kind: str, frames: int, dim: int, n_classes: int, units: int = 128,
@@ -20,12 +21,16 @@ def build_head(kind: str, frames: int, dim: int, n_classes: int, units: int = 12
     conv3d / conv3d_lstm: 3D convolutions over raw frames (backbone `raw`: D = H*W*3), then a GRU / LSTM
     over their time steps, trained end to end.
     image: one frame (T = 1) -> action, plus `action_class` when `n_groups` > 0.
+    linear: each standardized feature's mean and linear trend over the window, then softmax regression
+    (see linear_head; fit.fit_linear sets its weights).
     """
     import keras
     from keras import layers
 
     if kind not in HEADS:
         raise UserError(f"head: unknown head kind '{kind}' (expected one of {', '.join(HEADS)})")
+    if kind == "linear":
+        return linear_head(frames, dim, n_classes, mean, variance, name=name)
     inputs = keras.Input((frames, dim), name="embeddings")
     x = inputs
     if kind in RECURRENT_HEADS or kind == "image":
@@ -49,6 +54,39 @@ def build_head(kind: str, frames: int, dim: int, n_classes: int, units: int = 12
     if n_groups:
         outputs.append(layers.Dense(n_groups, activation="softmax", name="action_class")(x))
     return keras.Model(inputs, outputs if n_groups else outputs[0], name=name or f"{kind}_head")
+
+
+def moment_kernel(frames: int) -> np.ndarray:
+    """[T, 2]: a window's mean, and its linear trend (the mean of each frame times its time in [-1, 1]).
+
+    The trend tells a motion from the same frames in reverse (a fall from getting up), which a mean cannot.
+    """
+    t = np.linspace(-1.0, 1.0, frames) if frames > 1 else np.zeros(1)
+    return np.stack([np.ones(frames), t], 1).astype(np.float32) / frames
+
+
+def linear_head(frames: int, dim: int, n_classes: int, mean: np.ndarray | None = None, variance: np.ndarray | None = None,
+                pooled_mean: np.ndarray | None = None, pooled_variance: np.ndarray | None = None, name: str | None = None):
+    """Standardize frames -> per feature [mean, trend] over the window -> standardize those -> Dense softmax.
+
+    Only stock Keras layers (the moments are a fixed Dense over the time axis), so the daemon, evaluate
+    and predict load it like any other head.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((frames, dim), name="embeddings")
+    x = layers.Normalization(axis=-1, mean=mean if mean is not None else np.zeros(dim),
+                             variance=variance if variance is not None else np.ones(dim), name="standardize")(inputs)
+    x = layers.Permute((2, 1), name="time_last")(x)  # [D, T]
+    moments = layers.Dense(2, use_bias=False, trainable=False, name="moments")
+    x = layers.Flatten(name="mean_trend")(moments(x))  # [D * 2]: feature d's mean at 2d, its trend at 2d + 1
+    moments.set_weights([moment_kernel(frames)])
+    x = layers.Normalization(axis=-1, mean=pooled_mean if pooled_mean is not None else np.zeros(2 * dim),
+                             variance=pooled_variance if pooled_variance is not None else np.ones(2 * dim),
+                             name="standardize_moments")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="action")(x)
+    return keras.Model(inputs, outputs, name=name or "linear_head")
 
 
 def _conv3d_recurrent(frames, recurrent, units: int, dropout: float):

@@ -16,7 +16,7 @@ from monitor.errors import UserError
 from monitor.fileio import atomic_write, sha256_file
 from monitor.model.backbones import BACKBONES, backbone_choices, build_backbone
 from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, bundle_hash, write_bundle
-from monitor.model.heads import FRAME_HEADS, HEADS, summary
+from monitor.model.heads import CONVEX_HEADS, FRAME_HEADS, HEADS, summary
 from monitor.model.windowing import clip_windows
 from monitor.ops.logs import kv
 from monitor.training.crossval import CrossValidation, cross_validate
@@ -43,12 +43,12 @@ class TrainOptions:
     out: Path
     backbone: str | None = None  # default: inception_v3 (raw for conv3d); or tflite:PATH
     weights: str = "imagenet"
-    head: str = "gru"
+    head: str = "linear"  # convex: the same head whatever the seed (bench/small_datasets.py spread)
     frames: int = 16
     sample_fps: float | None = None
     stride: int | None = None
     input_size: tuple[int, int] | None = None
-    epochs: int = 40  # every fit runs them all and keeps its last weights
+    epochs: int = 40  # every fit of a neural head runs them all and keeps its last weights
     folds: int = 5  # grouped cross-validation folds that measure the recipe; 1: none
     members: int = 10  # heads trained on all training clips with different seeds, averaged in the head file
     batch_size: int = 32
@@ -69,6 +69,7 @@ class TrainResult:
     stats: ExtractStats
     cv: CrossValidation | None
     members: int  # models averaged in the head
+    epochs: int | None  # None: a convex head, solved to convergence
 
 
 def backbone_spec(opts: TrainOptions) -> BackboneSpec:
@@ -179,7 +180,7 @@ def train(opts: TrainOptions) -> TrainResult:
     manifest = ModelManifest(
         name=opts.out.name, backbone=spec, window=window, labels=list(data.labels), groups=_groups(data),
         action_classes=list(data.labels2), head=HeadSpec(kind=opts.head, parameters=head.parameters, members=head.members),
-        training={"epochs": opts.epochs, "kept_epoch": opts.epochs, "members": head.members, "seed": opts.seed,
+        training={"epochs": head.epochs, "kept_epoch": head.epochs, "members": head.members, "seed": opts.seed,
                   "cross_validation": head.cv.record() if head.cv else None, "augmentation": list(variants[1:]),
                   "member_layers": head.layers},
         evaluation={"test": _summary(reports[0]), **({"test_action_class": _summary(reports[1])} if two else {}),
@@ -188,7 +189,7 @@ def train(opts: TrainOptions) -> TrainResult:
     _write_bundle(opts.out, manifest, head, reports, train_set, test_set)
     log.info(kv(event="bundle_written", bundle=str(opts.out), accuracy=reports[0]["accuracy"],
                 seconds=round(time.monotonic() - start, 1)))
-    return TrainResult(opts.out, reports[0], reports[1] if two else None, stats, head.cv, head.members)
+    return TrainResult(opts.out, reports[0], reports[1] if two else None, stats, head.cv, head.members, head.epochs)
 
 
 def _features(opts: TrainOptions, spec: BackboneSpec, backbone, window: WindowSpec, train_set: list[Sample],
@@ -211,6 +212,7 @@ class FittedHead:
     members: int
     parameters: int
     layers: str  # one member's layers and their parameters
+    epochs: int | None  # None: a convex head, solved to convergence
 
 
 def fit_final_head(opts: TrainOptions, clips: ClipFeatures, variants: tuple[str, ...], window: WindowSpec,
@@ -220,6 +222,8 @@ def fit_final_head(opts: TrainOptions, clips: ClipFeatures, variants: tuple[str,
     Every fit runs the whole schedule and keeps its last weights: no epoch is picked on a few validation clips.
     """
     two = bool(data.labels2)
+    convex = opts.head in CONVEX_HEADS  # one fit to convergence: no epochs, and members would all be the same
+    epochs, n_members = (1, 1) if convex else (opts.epochs, opts.members)
     everything = list(range(len(clips.samples)))
     folds = grouped_folds(clips.samples, opts.folds, opts.seed) if opts.folds > 1 else []
     with epoch_bar() as bar:
@@ -228,23 +232,23 @@ def fit_final_head(opts: TrainOptions, clips: ClipFeatures, variants: tuple[str,
             if opts.balance:
                 x, y = balance(x, y, seed)
             x_val, y_val = clips.windows(held_out, ("orig",), window, two) if held_out else (None, None)
-            bar.add(opts.epochs)
-            return fit_head(x, y, len(data.labels), opts.head, opts.units, opts.epochs, opts.batch_size, seed, x_val, y_val,
+            bar.add(epochs)
+            return fit_head(x, y, len(data.labels), opts.head, opts.units, epochs, opts.batch_size, seed, x_val, y_val,
                             n_groups=len(data.labels2), weighted=not opts.balance, frame_size=frame_size,
-                            on_epoch=bar.epoch_reporter(what, opts.epochs), name=f"{opts.head}_{what.replace('/', '_of_')}")
+                            on_epoch=bar.epoch_reporter(what, epochs), name=f"{opts.head}_{what.replace('/', '_of_')}")
 
         cv = None
         if len(folds) >= 2:
             _warn_unvalidated(clips.samples, folds, data)
             cv = cross_validate(lambda n, held_out: fit([i for i in everything if i not in set(held_out)], opts.seed * 1000 + n,
-                                                        f"fold{n}/{len(folds)}", held_out)[1], folds, opts.epochs)
-        members = [fit(everything, opts.seed * 1000 + 100 + m, f"member{m + 1}/{opts.members}") for m in range(opts.members)]
+                                                        f"fold{n}/{len(folds)}", held_out)[1], folds, epochs)
+        members = [fit(everything, opts.seed * 1000 + 100 + m, f"member{m + 1}/{n_members}") for m in range(n_members)]
     model = ensemble([m for m, _ in members], name=f"{opts.head}_head")
     parameters, layers = summary(model)[0], summary(members[0][0])[1]
-    log.info(kv(event="head_trained", kind=opts.head, members=len(members), epochs=opts.epochs, kept_epoch=opts.epochs,
-                parameters=parameters))
+    kept = None if convex else opts.epochs
+    log.info(kv(event="head_trained", kind=opts.head, members=len(members), epochs=kept, kept_epoch=kept, parameters=parameters))
     log.info(kv(event="head_summary", member_layers=layers))
-    return FittedHead(model, _history([h for _, h in members], cv), cv, len(members), parameters, layers)
+    return FittedHead(model, _history([h for _, h in members], cv), cv, len(members), parameters, layers, kept)
 
 
 def _history(members: list[dict], cv: CrossValidation | None) -> dict:

@@ -47,7 +47,7 @@ def small_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def inception(small_data, tmp_path_factory) -> tuple[TrainOptions, TrainResult]:
-    """One InceptionV3 + GRU training (75x75, random weights) that several tests read: its options (the
+    """One InceptionV3 + linear head (the default) training (75x75, random weights) that several tests read: its options (the
     bundle and the feature cache it filled from empty) and its result."""
     root = tmp_path_factory.mktemp("inception")
     opts = TrainOptions(data=small_data, out=root / "bundle", backbone="inception_v3", weights="none", input_size=(75, 75),
@@ -58,7 +58,7 @@ def inception(small_data, tmp_path_factory) -> tuple[TrainOptions, TrainResult]:
 
 @pytest.fixture(scope="module")
 def small_model(inception) -> Path:
-    """The shared InceptionV3 + GRU bundle (its feature cache beside it), for the evaluate tests."""
+    """The shared InceptionV3 + linear head bundle (its feature cache beside it), for the evaluate tests."""
     return inception[0].out
 
 
@@ -87,9 +87,12 @@ def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     data = make_clips(tmp_path / "data", per_class=24)
     opts = TrainOptions(data=data, out=tmp_path / "model", backbone="mobilenet_v2", weights=str(weights),
                         input_size=(96, 96), frames=8, sample_fps=6.0, stride=1, epochs=60, folds=1, members=1, units=64,
-                        cache_dir=tmp_path / "cache")
+                        cache_dir=tmp_path / "cache", head="gru")
     result = train(opts)
     assert result.report["accuracy"] >= 0.9, result.report
+    # the default linear head sees order through each feature's trend (the same features: from the cache)
+    linear = train(dataclasses.replace(opts, out=tmp_path / "linear", head="linear")).report
+    assert linear["per_class"]["fall"]["recall"] >= 0.75 and linear["per_class"]["get_up"]["recall"] >= 0.75, linear
     assert result.report["n_clips"] >= 12
 
     # The baseline: mean frame features per window, a linear classifier, on fall vs get_up.
@@ -114,6 +117,7 @@ def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     ("vgg16", "gru", {"input_size": (32, 32), "sample_fps": 4.0}),
     ("raw", "conv3d", {"input_size": (32, 32)}),
     ("tflite", "gru", {}),
+    ("tflite", "linear", {}),
 ])
 def test_each_backbone_and_head_gives_a_bundle_run_and_predict_load(small_data, tmp_path, backbone, head, extra, capsys):
     if backbone == "tflite":
@@ -270,7 +274,7 @@ def test_predict_names_each_unreadable_input_and_exits_2(tiny_bundle, tmp_path, 
 def test_cross_validation_reports_the_folds_and_every_epoch(small_data, tmp_path, capsys):
     """Each fold and each member reports every epoch; the folds' spread and the weights kept are named."""
     out = tmp_path / "m"
-    assert main(["--log-level", "debug", "train", str(small_data), "--out", str(out), "--backbone", "inception_v3",
+    assert main(["--log-level", "debug", "train", str(small_data), "--out", str(out), "--head", "gru", "--backbone", "inception_v3",
                  "--weights", "none", "--input-size", "75", "--frames", "4", "--epochs", "3", "--folds", "2",
                  "--members", "2", "--units", "8", "--no-augment", "--cache-dir", str(tmp_path / "cache")]) == 0
     captured = capsys.readouterr()
@@ -308,6 +312,36 @@ def test_cross_validation_reports_the_folds_and_every_epoch(small_data, tmp_path
     probs = classifier.probabilities(np.zeros((3, 4, 2048), np.float32))
     assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
     assert manifest["head"]["members"] == 2
+
+
+def test_the_default_head_is_one_convex_fit(inception, capsys):
+    """`train` without --head fits the linear head once, to convergence: no epochs, one member."""
+    opts, result = inception
+    manifest = yaml.safe_load((opts.out / "model.yaml").read_text())
+    assert manifest["head"]["kind"] == "linear" and manifest["head"]["members"] == 1
+    assert manifest["training"]["epochs"] is None and result.epochs is None
+    assert "standardize_moments:Normalization" in manifest["training"]["member_layers"]
+
+
+def test_the_linear_head_is_the_same_whatever_the_seed_and_tells_a_motion_from_its_reverse(tmp_path):
+    """The same frames in opposite order (a fall, getting up) differ in their trend, which a mean cannot see;
+    the fit is convex, so the seed changes nothing; the head file loads with stock Keras layers."""
+    import keras
+
+    from monitor.training.fit import fit_head
+
+    rng = np.random.default_rng(0)
+    motion = rng.normal(size=16)  # a pose that changes the same way in every clip: the reverse undoes it
+    frames = (rng.normal(size=(40, 8, 16)) + rng.normal(size=(40, 1, 16)) + np.linspace(0, 2, 8)[None, :, None] * motion).astype(np.float32)
+    x, y = np.concatenate([frames, frames[:, ::-1]]), np.array([0] * 40 + [1] * 40)
+    fits = [fit_head(x[::2], y[::2], 2, kind="linear", seed=seed, x_val=x[1::2], y_val=y[1::2]) for seed in (0, 7)]
+    assert fits[0][1]["val_accuracy"][0] >= 0.9, fits[0][1]
+    for a, b in zip(*(m.get_weights() for m, _ in fits), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    model = fits[0][0]
+    model.save(tmp_path / "head.keras")
+    loaded = keras.models.load_model(tmp_path / "head.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict(x[:4], verbose=0), model.predict(x[:4], verbose=0), atol=1e-6)
 
 
 def test_evaluate_without_out_keeps_the_training_report(small_data, small_model, tmp_path, capsys):
