@@ -11,6 +11,8 @@ import pytest
 from monitor.cli import main
 from monitor.demo import synthetic
 
+pytestmark = pytest.mark.tf  # they train small Keras models
+
 COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
 LABELS = sorted(COLOURS)  # blue, green, red
 

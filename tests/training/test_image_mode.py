@@ -15,6 +15,8 @@ from monitor.demo import synthetic
 from monitor.training.train import TrainOptions, train
 from support.assets import asset
 
+pytestmark = pytest.mark.tf  # they train small Keras models
+
 # The groups of model.yaml list action classes in the order their actions sort (fall first: "lying"),
 # the action_class output sorts them by name ("afoot" first): the two orders differ on purpose.
 ACTION_CLASS = {"idle": "afoot", "wave": "afoot", "fall": "lying"}
