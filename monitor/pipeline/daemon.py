@@ -97,7 +97,7 @@ class Daemon:
         log.info(kv(event="daemon_started", site=cfg.site, cameras=len(p.sources), model=p.bundle.hash,
                     **({"shadow_model": shadow.hash} if shadow else {}),
                     rules=p.build_info["rules"], metrics=self.summary.metrics_url, database=self.summary.database))
-        stop.wait(duration)
+        wait_for_stop(stop, duration)
         self._shutdown()
         return self.summary
 
@@ -129,3 +129,15 @@ class Daemon:
             log.warning(kv(event="store_not_flushed", spooled=self.summary.unflushed, spool=str(p.writer.spool.path)))
         p.metrics.close()
         log.info(kv(event="daemon_stopped", violations=sum(self.summary.violations.values())))
+
+
+def wait_for_stop(stop: threading.Event, duration: float | None = None) -> None:
+    """Wait until `stop` is set or `duration` has passed, waking every second.
+
+    A signal that the kernel hands to another thread runs its Python handler only when the main thread
+    next runs Python code: a wait without a timeout would never see that SIGTERM (seen under heavy load).
+    """
+    end = time.monotonic() + duration if duration is not None else float("inf")
+    while not stop.wait(min(1.0, max(0.0, end - time.monotonic()))):
+        if time.monotonic() >= end:
+            return
