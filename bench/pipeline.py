@@ -201,10 +201,15 @@ def calibration_clips(work: Path) -> Path:
     return folder
 
 
-def engine_backbone(bundle_dir: Path, engine: str, precision: str, work: Path, force: bool, reference):
+def engine_backbone(bundle_dir: Path, engine: str, precision: str, work: Path, reference):
     """Convert the bundle as a user would (`models optimize`, a child process), then build the backbone
     the daemon would run from it (choose_engine + build_engine). Returns (backbone, EngineChoice);
-    TensorFlow: `reference`, the same network the bundle would build (one TF model in memory)."""
+    TensorFlow: `reference`, the same network the bundle would build (one TF model in memory).
+
+    `--force`: the bench's head is untrained, its probabilities nearly tie, so int8's tiny differences
+    (cosine 1.000) flip a top-1 now and then (0.985 measured); throughput does not depend on it, and the
+    record's agreement is printed (FORCED when it failed).
+    """
     import subprocess  # nosec B404
 
     from monitor.model.bundle import load_bundle
@@ -213,10 +218,10 @@ def engine_backbone(bundle_dir: Path, engine: str, precision: str, work: Path, f
     bundle = load_bundle(bundle_dir)
     if engine != "tensorflow":
         cmd = [sys.executable, "-m", "monitor", "models", "optimize", str(bundle_dir), "--engine", engine,
-               "--precision", precision, "--calibration", str(calibration_clips(work)), *(["--force"] if force else [])]
+               "--precision", precision, "--calibration", str(calibration_clips(work)), "--force"]
         log(f"converting: {' '.join(cmd[1:])}")
         t0 = time.monotonic()
-        subprocess.run(cmd, cwd=REPO, check=True)  # nosec B603
+        subprocess.run(cmd, cwd=REPO, check=True, timeout=1800)  # nosec B603
         log(f"converted in {time.monotonic() - t0:.0f} s")
     choice = choose_engine(bundle, engine, precision, "--engine")
     return (reference if engine == "tensorflow" else build_engine(bundle, choice)), choice
@@ -715,7 +720,6 @@ def main() -> int:
                     help="the backbone's engine, for the baseline and the daemon (openvino: `models optimize` first)")
     ap.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
                     help="the conversion's precision (default: int8 for openvino; tensorflow runs fp32)")
-    ap.add_argument("--force", action="store_true", help="keep a conversion that fails its accuracy check (throughput only)")
     ap.add_argument("--seconds", type=float, default=60, help="measured seconds per stream size (after --warmup)")
     ap.add_argument("--warmup", type=float, default=10)
     ap.add_argument("--input", type=int, default=299, help="backbone input side")
@@ -795,7 +799,7 @@ def main() -> int:
     # The bundle's head is standardized with TensorFlow's features (the reference network; weights none, seed 0).
     reference = build_backbone("inception_v3", "none", (args.input, args.input), seed=0)
     bundle_dir, label, threshold, calib = make_bundle(root, args.input, reference, clips[first][0], 4.0)
-    engine, choice = engine_backbone(bundle_dir, args.engine, args.precision, clips_root, args.force, reference)
+    engine, choice = engine_backbone(bundle_dir, args.engine, args.precision, clips_root, reference)
     backbone = with_lanes(engine, args.embed_lanes)
     by_batch, base_foreign = baseline(backbone, min_seconds=args.baseline_seconds, quiet=args.quiet_wait, noise=args.noise,
                                                 retries=args.retries)
