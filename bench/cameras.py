@@ -596,17 +596,9 @@ def search(run_n: Any, start: int, max_n: int, limit: float) -> tuple[int, list[
 
 
 def calibration_clips(work: Path) -> Path:
-    """A folder of two clips of the same floor that the cameras do not play (they play the source's first
-    --clip-seconds): `models optimize` calibrates int8 on one and checks agreement on the other."""
-    folder = work / "calibration"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, start in enumerate((70.0, 100.0)):
-        path = folder / f"floor_{i}.mp4"
-        if not path.is_file():
-            tmp = work / f"floor_{i}.part.mp4"  # outside the folder: a half-written clip is never read
-            bench_pipeline().make_clip(tmp, (640, 360), 20.0, start=start, seed=10 + i)
-            tmp.rename(path)
-    return folder
+    """Two clips of the same floor that the cameras do not play (bench/pipeline.py makes them: its
+    calibration_clips): `models optimize` calibrates int8 on one and checks agreement on the other."""
+    return bench_pipeline().calibration_clips(work)
 
 
 def prepare(combo: Combo, bundle: dict, work: Path) -> None:

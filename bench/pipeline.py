@@ -3,14 +3,21 @@
 
     python bench/pipeline.py [--cameras K] [--seconds N] [--input 299] [--streams 640x360,1280x720]
                              [--max-batch 16] [--max-wait-ms 50] [--sweep 32:50,8:50,16:0] [--clips-dir DIR]
+                             [--engine tensorflow|openvino] [--precision fp32|bf16|int8]
 
 What it measures, in one run:
-1. Baseline: the raw backbone (`build_backbone("inception_v3", "none", (S, S))`) on uint8
-   batches of 1, 8, 16, 32; the best frames/s (measured before and again after the daemon runs).
+1. Baseline: the raw backbone on uint8 batches of 1, 8, 16, 32; the best frames/s (measured
+   before and again after the daemon runs). With --engine tensorflow (default) it is the bundle's
+   Keras InceptionV3; with --engine openvino the bundle is converted first as a user would
+   (`python -m monitor models optimize BUNDLE --engine openvino --precision P --calibration DIR`,
+   two clips cut from the shared clip) and the backbone is the one `monitor.model.engines` builds
+   from that conversion. The daemon runs THAT backbone object (the factory's `backbone=` seam), so
+   daemon and baseline are the same engine; motion gating is off (every sampled frame embedded).
 2. The daemon, in-process on a temporary site: K looping, real-time file cameras (H.264,
    25 fps, keyframe every 2 s, no B-frames, one slice, a camera's bitrate, transcoded from the
    shared Intel floor clip) whose sample_fps together ask for ~1.5x what the backbone can
-   embed, so the embedder runs flat out and the queues drop the oldest frames. A model bundle
+   embed, so the embedder runs flat out and the queues drop the oldest frames. sample_fps is
+   capped at the clips' 25 fps: a faster engine gets more cameras (K grows). A model bundle
    (InceptionV3, weights none; an untrained GRU head), a rule that fires now and then, SQLite,
    evidence clips as configured by default. Sustained embeddings/s after a warm-up,
    ratio = sustained / baseline; plus a per-thread CPU profile, the embedder's time inside
@@ -180,6 +187,46 @@ def clip_info(path: Path) -> dict:
                 "size": f"{s.width}x{s.height}"}
 
 
+def calibration_clips(work: Path) -> Path:
+    """A folder of two clips of the same floor from later in the source than the cameras start (a camera
+    plays from i x 31 s): `models optimize` calibrates int8 on one and checks agreement on the other."""
+    folder = work / "calibration"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, start in enumerate((70.0, 100.0)):
+        path = folder / f"floor_{i}.mp4"
+        if not path.is_file():
+            tmp = work / f"floor_{i}.part.mp4"  # outside the folder: a half-written clip is never read
+            make_clip(tmp, (640, 360), 20.0, start=start, seed=10 + i)
+            tmp.rename(path)
+    return folder
+
+
+def engine_backbone(bundle_dir: Path, engine: str, precision: str, work: Path, reference):
+    """Convert the bundle as a user would (`models optimize`, a child process), then build the backbone
+    the daemon would run from it (choose_engine + build_engine). Returns (backbone, EngineChoice);
+    TensorFlow: `reference`, the same network the bundle would build (one TF model in memory).
+
+    `--force`: the bench's head is untrained, its probabilities nearly tie, so int8's tiny differences
+    (cosine 1.000) flip a top-1 now and then (0.985 measured); throughput does not depend on it, and the
+    record's agreement is printed (FORCED when it failed).
+    """
+    import subprocess  # nosec B404
+
+    from monitor.model.bundle import load_bundle
+    from monitor.model.engines import build_engine, choose_engine
+
+    bundle = load_bundle(bundle_dir)
+    if engine != "tensorflow":
+        cmd = [sys.executable, "-m", "monitor", "models", "optimize", str(bundle_dir), "--engine", engine,
+               "--precision", precision, "--calibration", str(calibration_clips(work)), "--force"]
+        log(f"converting: {' '.join(cmd[1:])}")
+        t0 = time.monotonic()
+        subprocess.run(cmd, cwd=REPO, check=True, timeout=1800)  # nosec B603
+        log(f"converted in {time.monotonic() - t0:.0f} s")
+    choice = choose_engine(bundle, engine, precision, "--engine")
+    return (reference if engine == "tensorflow" else build_engine(bundle, choice)), choice
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Decode and resize cost
 # ---------------------------------------------------------------------------------------------
@@ -297,8 +344,8 @@ def baseline(backbone, sizes=(1, 8, 16, 32), min_seconds: float = 3.0, quiet: fl
 # ---------------------------------------------------------------------------------------------
 
 def make_bundle(root: Path, input_size: int, backbone, calib_clip: Path, calib_fps: float) -> tuple[Path, str, float, list[float]]:
-    """A bundle with the daemon's backbone and an untrained GRU head whose input is standardized
-    with real features, then a threshold on one label's probability that live windows cross
+    """A bundle with the daemon's network (`backbone`: the TensorFlow reference, which embeds the
+    calibration frames) and an untrained GRU head whose input is standardized with real features, then a threshold on one label's probability that live windows cross
     often (its median over calibration windows). Returns (dir, label, threshold, probs)."""
     import keras
 
@@ -350,7 +397,8 @@ def write_site(root: Path, name: str, clips: list[Path], bundle_dir: Path, sampl
     site = {"site": "bench", "model": str(bundle_dir), "rules": rule_files,
             "storage": {"url": "sqlite:///violations.db", "evidence_dir": "evidence"},
             "metrics": {"host": "127.0.0.1", "port": 0},
-            "inference": {"max_batch": max_batch, "max_wait_ms": max_wait_ms}, "cameras": cams,
+            "inference": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "engine": args.engine,
+                          "precision": args.precision}, "cameras": cams,
             "motion": {"enabled": False}}  # throughput against the raw engine: every sampled frame embedded
     if args.no_evidence:
         site["evidence"] = {"enabled": False}
@@ -504,7 +552,8 @@ def call_stats(calls: list[tuple[float, float, int]], spans: list[tuple[float, f
 def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, args, raw_backbone) -> Phase:
     """Run the daemon until `seconds` of quiet-machine time (5 s ticks in which other processes
     took <= --noise % of a core) have been measured after the warm-up, or --max-window x that in all.
-    `raw_backbone`, the baseline's, is timed right before and after (the host's speed drifts)."""
+    `raw_backbone`, the baseline's, is timed right before and after (the host's speed drifts), and the
+    daemon runs that same object (one engine for both; its lanes, if any, already applied)."""
     from monitor.pipeline.daemon import Daemon
     from monitor.pipeline.factory import build_pipeline
     from monitor.site.check import check_site
@@ -521,8 +570,8 @@ def run_daemon(site_yaml: Path, phase: Phase, warmup: float, seconds: float, arg
         upgrade(checked.site.database_url)  # a fresh SQLite file: create the schema
     raw: list[tuple[float, float]] = []  # (when, latency): exact, the histogram buckets are coarse
     calls: list[tuple[float, float, int]] = []  # (start, end, frames) of every backbone call
-    backbone = checked.bundle.build_backbone()
-    embed = with_lanes(backbone, args.embed_lanes).embed
+    backbone = raw_backbone
+    embed = backbone.embed
 
     def timed_embed(frames: np.ndarray) -> np.ndarray:
         start = time.monotonic()
@@ -666,7 +715,11 @@ def parse_streams(text: str) -> list[tuple[int, int]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--cameras", type=int, default=4, help="at least this many (more if sample_fps would pass 25)")
+    ap.add_argument("--engine", choices=("tensorflow", "openvino"), default="tensorflow",
+                    help="the backbone's engine, for the baseline and the daemon (openvino: `models optimize` first)")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                    help="the conversion's precision (default: int8 for openvino; tensorflow runs fp32)")
     ap.add_argument("--seconds", type=float, default=60, help="measured seconds per stream size (after --warmup)")
     ap.add_argument("--warmup", type=float, default=10)
     ap.add_argument("--input", type=int, default=299, help="backbone input side")
@@ -700,28 +753,35 @@ def main() -> int:
     ap.add_argument("--no-evidence", action="store_true", help="experiment: evidence.enabled false in the site")
     ap.add_argument("--nice-readers", type=int, default=0, help="experiment: renice camera reader threads")
     args = ap.parse_args()
+    args.precision = args.precision or ("fp32" if args.engine == "tensorflow" else "int8")
+    if args.engine == "tensorflow" and args.precision != "fp32":
+        ap.error("--precision: tensorflow runs fp32 only")
+    if args.engine != "tensorflow" and (args.embed_lanes > 1 or args.intra_threads or args.inter_threads):
+        ap.error("--embed-lanes, --intra-threads and --inter-threads are TensorFlow experiments")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     sys.path.insert(0, str(REPO))
 
     streams = parse_streams(args.streams)
-    k = args.cameras
     tmp = tempfile.TemporaryDirectory(prefix="har-bench-")
     root = Path(tmp.name)
     clips_root = Path(args.clips_dir) if args.clips_dir else root / "clips"
     source = f"{SOURCE_CLIP.name}" if SOURCE_CLIP.is_file() else "synthetic scene (../shared absent)"
 
     # Clips first: nothing else runs while they are made and their decode cost measured.
-    clips: dict[tuple[int, int], list[Path]] = {}
+    clips: dict[tuple[int, int], list[Path]] = {size: [] for size in streams}
     info: dict[tuple[int, int], dict] = {}
-    for size in streams:
-        clips[size] = []
-        for i in range(k):
-            path = clips_root / f"{size[0]}x{size[1]}_{camera_kbps(size)}k_{args.clip_seconds:g}s_{i}.mp4"
-            t0 = time.monotonic()
-            info[size] = make_clip(path, size, args.clip_seconds, start=i * 31.0, seed=i)
-            clips[size].append(path)
-            if time.monotonic() - t0 > 1:
-                log(f"clip {path.name}: {time.monotonic() - t0:.1f} s to transcode")
+
+    def ensure_clips(count: int) -> None:
+        for size in streams:
+            for i in range(len(clips[size]), count):
+                path = clips_root / f"{size[0]}x{size[1]}_{camera_kbps(size)}k_{args.clip_seconds:g}s_{i}.mp4"
+                t0 = time.monotonic()
+                info[size] = make_clip(path, size, args.clip_seconds, start=i * 31.0, seed=i)
+                clips[size].append(path)
+                if time.monotonic() - t0 > 1:
+                    log(f"clip {path.name}: {time.monotonic() - t0:.1f} s to transcode")
+
+    ensure_clips(args.cameras)
     cost = {}
     for size in streams:
         cost[size] = {m: decode_cost(clips[size][0], args.input, m) for m in ("single", "auto")}
@@ -735,13 +795,23 @@ def main() -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_threads)
     from monitor.model.backbones import build_backbone
 
-    backbone = with_lanes(build_backbone("inception_v3", "none", (args.input, args.input)), args.embed_lanes)
+    first = streams[0]
+    # The bundle's head is standardized with TensorFlow's features (the reference network; weights none, seed 0).
+    reference = build_backbone("inception_v3", "none", (args.input, args.input), seed=0)
+    bundle_dir, label, threshold, calib = make_bundle(root, args.input, reference, clips[first][0], 4.0)
+    engine, choice = engine_backbone(bundle_dir, args.engine, args.precision, clips_root, reference)
+    backbone = with_lanes(engine, args.embed_lanes)
     by_batch, base_foreign = baseline(backbone, min_seconds=args.baseline_seconds, quiet=args.quiet_wait, noise=args.noise,
                                                 retries=args.retries)
     base = max(by_batch.values())
-    sample_fps = min(60.0, math.ceil(10 * args.overload * base / k) / 10)
-    first = streams[0]
-    bundle_dir, label, threshold, calib = make_bundle(root, args.input, backbone, clips[first][0], sample_fps)
+    # ~overload x baseline asked: sample_fps at most the cameras' 25 fps, so a fast engine gets more cameras.
+    k = max(args.cameras, math.ceil(args.overload * base / CAMERA_FPS))
+    sample_fps = min(float(CAMERA_FPS), math.ceil(10 * args.overload * base / k) / 10)
+    if k > args.cameras:
+        log(f"{k} cameras (not {args.cameras}): {args.overload:g} x {base:.1f} frames/s at <= {CAMERA_FPS} fps each")
+        ensure_clips(k)
+    for size in streams:
+        clips[size] = clips[size][:k]
     # Latency phase: one rule per quartile of the calibrated probability (for_windows 1, cooldown 0):
     # every crossing of any of them opens an episode, so there are enough samples for a p99. (More
     # rules give more samples but each episode also encodes an evidence clip, which loads the CPU.)
@@ -790,8 +860,12 @@ def main() -> int:
     # ------------------------------------------------------------------ report
     print()
     print("=" * 100)
-    print(f"har-monitor pipeline benchmark: InceptionV3 {args.input}x{args.input} (weights none), {k} cameras, "
-          f"{os.cpu_count()} CPUs, TF {tf.__version__}")
+    print(f"har-monitor pipeline benchmark: InceptionV3 {args.input}x{args.input} (weights none) on {choice.describe()} "
+          f"({choice.why}), {k} cameras, {os.cpu_count()} CPUs, TF {tf.__version__}")
+    if choice.record is not None:
+        c = choice.record.check
+        print(f"conversion: {choice.record_path.name if choice.record_path else '-'}, top-1 agreement {c.top1_agreement:.3f} "
+              f"on {c.windows} windows (cosine mean {c.cosine_mean:.4f}){'  FORCED' if c.forced else ''}")
     print(f"clips: {source}, H.264 {CAMERA_FPS} fps, GOP {GOP}, no B-frames, one slice, {args.clip_seconds:g} s, "
           f"looping in real time")
     if args.intra_threads or args.inter_threads or args.nice_readers or args.embed_lanes > 1 \
@@ -849,9 +923,11 @@ def main() -> int:
             lat_txt = f", latency below capacity p50 {pct(lat.latency_raw, .5):.2f} s p99 {pct(lat.latency_raw, .99):.2f} s"
         if p.latency_raw:
             lat_txt += f", latency overloaded p50 {pct(p.latency_raw, .5):.2f} s p99 {pct(p.latency_raw, .99):.2f} s"
+        readers = sum(v for g, v in p.cpu.items() if g.startswith("python:reader"))
         print(f"  {size[0]}x{size[1]}: {p.fps:.2f} of {base:.2f} frames/s, ratio {p.fps / base:.3f} "
-              f"(to the raw backbone measured around the phase {p.local_ratio:.3f}), batch mean {p.batch_mean:.1f}, "
-              f"dropped {p.dropped / p.elapsed:.1f}/s{lat_txt}")
+              f"(to the raw backbone measured around the phase {p.local_ratio:.3f}), {k} cameras x {p.sample_fps:g} fps, "
+              f"batch mean {p.batch_mean:.1f}, dropped {p.dropped / p.elapsed:.1f}/s, readers (decode+resize) "
+              f"{readers:.0f}% of a core, process {p.process_cpu_pct:.0f}%{lat_txt}")
     key = (640, 360) if (640, 360) in results else first
     tmp.cleanup()
     print(f"ratio: {results[key].fps / base:.2f}")
