@@ -447,6 +447,8 @@ def write_site(run_dir: Path, streams: Streams, n: int, bundle: dict, combo: Com
         motion = schema.motion(combo)
         if motion is not None:
             cam["motion"] = motion
+        if args.skip_loop_filter:
+            cam["skip_loop_filter"] = True
         cameras.append(cam)
     inference: dict[str, Any] = schema.inference(combo)
     if args.max_batch:
@@ -718,6 +720,7 @@ def main() -> int:
     ap.add_argument("--prepare", action="store_true", help="convert the bundle (models optimize) for non-TF engines first")
     ap.add_argument("--cooldown", type=float, default=10, help="the bench rule's cooldown (s): episodes per camera")
     ap.add_argument("--no-evidence", dest="evidence", action="store_false", help="evidence.enabled false")
+    ap.add_argument("--skip-loop-filter", action="store_true", help="cameras' skip_loop_filter: true (decode without deblocking)")
     ap.add_argument("--max-batch", type=int, default=0, help="inference.max_batch (0: the daemon's default)")
     ap.add_argument("--fail-fast", type=float, default=20, help="stop a run this long after its first drop")
     ap.add_argument("--full", action="store_true", help="run every N for --seconds even once it dropped frames")

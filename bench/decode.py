@@ -13,7 +13,8 @@ Each stream is decoded whole, --repeat times (best kept), in one process: CPU se
 Printed per row: CPU ms per frame of the stream, the % of one core one such camera costs at 25 fps, and the
 ratio against the same resolution decoded on one thread with every frame (the daemon's default). Modes:
 `1 thread` (the default for cameras), `threads AUTO` (frame + slice threads, FFmpeg's count), `nonref` (FFmpeg's
-skip_frame=NONREF: B-frames left out) and `nonkey` (keyframes only).
+skip_frame=NONREF: B-frames left out), `nonkey` (keyframes only) and `no loop filt.` (a camera's
+`skip_loop_filter: true`: every frame decoded without the deblocking filter).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import av
 import numpy as np
 
 from monitor.evidence.media import write_video
+from monitor.model.frames import configure_decoder
 
 ASSETS = Path(os.environ.get("HAR_MONITOR_ASSETS", Path(__file__).resolve().parents[1] / ".." / "shared" / "assets"))
 ROOM = ASSETS / "videos" / "intel_one-by-one-person-detection.mp4"
@@ -54,17 +56,14 @@ def encode(folder: Path, size: str, gop: int, bframes: int, seconds: float) -> P
     return path
 
 
-def decode_cost(path: Path, threads: str, skip: str, repeat: int) -> tuple[float, float, int]:
-    """(CPU seconds, wall seconds, frames decoded) of decoding the whole stream, best of `repeat`."""
+def decode_cost(path: Path, threads: int, skip: str, repeat: int, skip_loop_filter: bool = False) -> tuple[float, float, int]:
+    """(CPU seconds, wall seconds, frames decoded) of decoding the whole stream, best of `repeat`: the decoder
+    set up as the daemon's cameras set it up (`threads` 1 or 0 = FFmpeg's choice)."""
     best = (float("inf"), float("inf"), 0)
     for _ in range(repeat):
         with av.open(str(path)) as c:
             stream = c.streams.video[0]
-            if threads == "auto":
-                stream.thread_type = "AUTO"
-                stream.codec_context.thread_count = 0
-            else:
-                stream.codec_context.thread_count = 1
+            configure_decoder(stream, threads, skip_loop_filter)
             stream.codec_context.skip_frame = skip
             cpu, wall = time.process_time(), time.perf_counter()
             n = sum(1 for _ in c.decode(stream))
@@ -89,15 +88,16 @@ def main() -> int:
         folder = Path(tmp)
         for size in SIZES:
             plain = encode(folder, size, FPS, 0, args.seconds)
-            rows = [("1 thread", plain, "one", "DEFAULT"), ("threads AUTO", plain, "auto", "DEFAULT")]
+            rows = [("1 thread", plain, 1, "DEFAULT", False), ("threads AUTO", plain, 0, "DEFAULT", False),
+                    ("no loop filt.", plain, 1, "DEFAULT", True)]
             if size != "360p":
-                rows += [("nonref, B=2", encode(folder, size, FPS, 2, args.seconds), "one", "NONREF"),
-                         ("B=2, all", folder / f"{size}-gop{FPS}-b2.mp4", "one", "DEFAULT"),
-                         ("nonkey, GOP 6", encode(folder, size, 6, 0, args.seconds), "one", "NONKEY"),
-                         ("GOP 6, all", folder / f"{size}-gop6-b0.mp4", "one", "DEFAULT")]
+                rows += [("nonref, B=2", encode(folder, size, FPS, 2, args.seconds), 1, "NONREF", False),
+                         ("B=2, all", folder / f"{size}-gop{FPS}-b2.mp4", 1, "DEFAULT", False),
+                         ("nonkey, GOP 6", encode(folder, size, 6, 0, args.seconds), 1, "NONKEY", False),
+                         ("GOP 6, all", folder / f"{size}-gop6-b0.mp4", 1, "DEFAULT", False)]
             baseline = None
-            for mode, path, threads, skip in rows:
-                cpu, wall, n = decode_cost(path, threads, skip, args.repeat)
+            for mode, path, threads, skip, skip_loop_filter in rows:
+                cpu, wall, n = decode_cost(path, threads, skip, args.repeat, skip_loop_filter)
                 per_frame = cpu / total * 1000  # per frame of the stream, decoded or skipped
                 baseline = baseline or per_frame
                 print(f"{size:8} {mode:13} {n:7d} {per_frame:13.2f} {wall / total * 1000:14.2f} "

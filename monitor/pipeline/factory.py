@@ -77,7 +77,7 @@ def source_settings(site: Site, cam: CameraConfig, bundle: Bundle, size: tuple[i
         camera=cam.id, location=site.camera_location(cam), is_network=cam.is_network, size=size,
         sample_fps=cam.sample_fps or bundle.manifest.window.sample_fps, loop=cam.loop, realtime=cam.realtime,
         stall_seconds=cam.stall_seconds, open_timeout=cam.open_timeout_seconds,
-        decode_threads=cam.decoder_threads, skip_frames=cam.skip_frames,
+        decode_threads=cam.decoder_threads, skip_frames=cam.skip_frames, skip_loop_filter=cam.skip_loop_filter,
         backoff_initial=rc.initial_seconds, backoff_max=rc.max_seconds,
         evidence_fps=site.config.evidence.fps if site.config.evidence.enabled else 0.0,
         evidence_width=site.config.evidence.width)

@@ -32,9 +32,9 @@ from monitor.messages import SampledFrame
 from monitor.model.frames import (
     FrameSampler,
     SkipGuard,
+    configure_decoder,
     open_container,
     reduced_size,
-    set_decode_threads,
     size_problem,
     to_rgb,
     video_stream,
@@ -59,6 +59,7 @@ class SourceSettings:
     open_timeout: float = 10.0
     decode_threads: int = 1  # 1: no threads (least CPU); n > 1: up to n frame+slice threads; 0: FFmpeg's choice
     skip_frames: str = "none"  # none | nonref | nonkey: FFmpeg's skip_frame, undone when it would cost a sample
+    skip_loop_filter: bool = False  # decode without the deblocking filter: less CPU, faint block edges
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     evidence_fps: float = 0.0  # 0: no evidence frames
@@ -171,7 +172,7 @@ class CameraSource(Worker):
         while mine():
             with open_container(s.location, s.open_timeout, s.stall_seconds) as container:
                 stream = video_stream(container)
-                set_decode_threads(stream, s.decode_threads)
+                configure_decoder(stream, s.decode_threads, s.skip_loop_filter)
                 skip = SkipGuard(stream, s.skip_frames, s.sample_fps, self._skip_decided)
                 frame_period = 1.0 / float(stream.average_rate or 25)
                 last_t = offset - frame_period

@@ -1,4 +1,4 @@
-"""FFmpeg's skip_frame on camera decoders: used only where it costs no sampled frame."""
+"""Cheaper decoding: FFmpeg's skip_frame (used only where it costs no sampled frame) and skip_loop_filter."""
 
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ def clip_with_keyframes(path: Path, every: int, seconds: float = 12.0) -> Path:
     return path
 
 
-def play(path: Path, skip: str) -> tuple[list[SampledFrame], int]:
+def play(path: Path, skip: str, skip_loop_filter: bool = False) -> tuple[list[SampledFrame], int]:
     """(frames sampled at 4 fps, frames decoded) reading the whole file."""
     frames: list[SampledFrame] = []
     decoded = []
-    source = CameraSource(SourceSettings("cam", str(path), False, (75, 75), 4.0, realtime=False, skip_frames=skip),
+    source = CameraSource(SourceSettings("cam", str(path), False, (75, 75), 4.0, realtime=False, skip_frames=skip,
+                                         skip_loop_filter=skip_loop_filter),
                           SourceHooks(frame=frames.append, decoded=lambda cam, ts: decoded.append(ts)))
     source.start()
     try:
@@ -69,12 +70,23 @@ def test_no_skipping_where_it_would_lose_samples(tmp_path, caplog, skip):
         assert decoded <= decoded_full and all(np.array_equal(a.rgb, b.rgb) for a, b in zip(full, kept, strict=True))
 
 
+def test_without_the_loop_filter_every_frame_is_decoded_with_faint_differences_only(tmp_path):
+    clip = clip_with_keyframes(tmp_path / "gop12.mp4", every=12, seconds=4.0)
+    filtered, decoded_filtered = play(clip, "none")
+    unfiltered, decoded = play(clip, "none", skip_loop_filter=True)
+    assert decoded == decoded_filtered and len(unfiltered) == len(filtered) == 16
+    diffs = [np.abs(a.rgb.astype(int) - b.rgb.astype(int)).mean() for a, b in zip(filtered, unfiltered, strict=True)]
+    assert max(diffs) > 0, "the decoder left its deblocking filter out"
+    assert float(np.mean(diffs)) < 2.0, f"block edges, not another picture: {diffs}"
+
+
 def test_skip_frames_is_a_camera_setting_checked_up_front(tmp_path, tiny_bundle, clip):
-    path = write_site(tmp_path, tiny_bundle, [{"id": "sub", "url": str(clip), "skip_frames": "nonkey"},
-                                              {"id": "main", "url": str(clip)}])
+    path = write_site(tmp_path, tiny_bundle, [{"id": "sub", "url": str(clip), "skip_frames": "nonkey",
+                                               "skip_loop_filter": True}, {"id": "main", "url": str(clip)}])
     site = load_site(path)
     bundle = load_bundle(tiny_bundle)
-    assert [source_settings(site, c, bundle, (75, 75)).skip_frames for c in site.cameras] == ["nonkey", "none"]
+    settings = [source_settings(site, c, bundle, (75, 75)) for c in site.cameras]
+    assert [(s.skip_frames, s.skip_loop_filter) for s in settings] == [("nonkey", True), ("none", False)]
     path.write_text(path.read_text().replace("skip_frames: nonkey", "skip_frames: all"))
     with pytest.raises(UserError, match="skip_frames"):
         load_site(path)
