@@ -16,6 +16,7 @@ from monitor.ops.logs import setup_logging
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
 from support.assets import asset
 from support.clips import write_clip
+from support.examples import examples
 from support.secrets import assert_only_redacted, passwords
 from support.videos import write_tiny_video
 from support.waiting import wait_until
@@ -152,7 +153,7 @@ def test_a_video_too_small_for_any_model_is_down_with_its_reason_and_backs_off(t
     assert delays[3] > 2 * delays[0], f"the retries back off: {delays}"
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=passwords())
 def test_camera_down_lines_never_show_the_password(capsys, password):
     """The daemon's camera_down line (its url and its reason, FFmpeg's error) for an unreachable camera."""

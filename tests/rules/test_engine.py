@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from monitor.messages import Prediction, ViolationEvent
 from monitor.rules import RuleEngine, RuleSet, parse_rule
 from monitor.rules.schedule import Schedule
+from support.examples import examples
 
 LABELS = ["idle", "smoking", "eating", "drinking", "sanitize", "enter", "gowning", "clearance"]
 GROUPS = {label: (label,) for label in LABELS} | {"food_or_drink": ("eating", "drinking")}
@@ -315,7 +316,7 @@ def check_episodes(events: list[ViolationEvent]) -> None:
     assert all(e.kind == "closed" for e in last.values()), "every episode is closed"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(0, 5), min_size=1, max_size=6, unique=True).flatmap(
            lambda ids: st.tuples(*[rule_dicts(i) for i in ids])),
        streams(), st.data())
