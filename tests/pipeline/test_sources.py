@@ -141,7 +141,7 @@ def test_a_video_too_small_for_any_model_is_down_with_its_reason_and_backs_off(t
     seen: list[str] = []
     rec = Recorder()
     source = CameraSource(SourceSettings("tiny", str(tiny), False, (75, 75), 5.0, loop=True,
-                                         backoff_initial=0.2, backoff_max=1.6), rec.hooks())
+                                         backoff_initial=0.1, backoff_max=1.6), rec.hooks())
     source.start()
     wait_until(lambda: log_lines(capsys, seen).count("event=camera_down") >= 4, 60, "four camera_down lines")
     source.stop()
