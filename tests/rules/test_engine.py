@@ -287,15 +287,19 @@ def rule_dicts(draw, index: int) -> dict:
     return {k: v for k, v in (common | extra).items() if v is not None}
 
 
+# Built once: a strategy built per draw cost more than the draw (a stream draws up to 840 values).
+GAPS, LEVELS, CAMERAS = st.sampled_from([0.5, 1.0, 7.0, 600.0]), st.sampled_from([0.0, 0.2, 0.45, 0.9]), \
+    st.sampled_from(["a", "b"])
+
+
 @st.composite
 def streams(draw) -> list[Prediction]:
     t = utc(2024, 3, 30, 23, 30)  # a DST night in Copenhagen
     out = []
     for _ in range(draw(st.integers(1, 120))):
-        t += draw(st.sampled_from([0.5, 1.0, 7.0, 600.0]))
-        probs = {label: draw(st.sampled_from([0.0, 0.2, 0.45, 0.9])) for label in ("smoking", "eating", "drinking",
-                                                                                  "sanitize", "enter")}
-        out.append(Prediction(draw(st.sampled_from(["a", "b"])), t, t, t, probs))
+        t += draw(GAPS)
+        probs = {label: draw(LEVELS) for label in ("smoking", "eating", "drinking", "sanitize", "enter")}
+        out.append(Prediction(draw(CAMERAS), t, t, t, probs))
     return out
 
 
