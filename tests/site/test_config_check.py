@@ -135,6 +135,7 @@ def test_an_audio_only_file_is_no_camera(site, tmp_path, capsys):
     assert check(site, capsys) == (2, [f"error: {site}: cameras[0].url: no video stream"])
 
 
+@pytest.mark.slow  # two child interpreters; the parser's refusal is in the fast tier (tests/test_yamlfile.py)
 def test_an_alias_bomb_is_refused_at_its_line_in_little_memory(tmp_path):
     """A few hundred bytes that expand to 387 million strings: one located error, exit 2, little memory."""
     from support.memory import alias_bomb, assert_bomb_refused
