@@ -66,13 +66,14 @@ def play(location: Path, until: Callable[[Recorder], bool] | None = None, **sett
     return rec
 
 
-def test_a_file_plays_at_its_native_rate_like_a_camera(clip):
-    rec = play(clip, sample_fps=4.0)
-    assert len(rec.frames) == 8, "4 fps sampled from 12 fps timestamps"
+def test_a_file_plays_at_its_native_rate_like_a_camera(tmp_path):
+    second = write_clip(tmp_path / "second.mp4", n_frames=12)  # 1 s at 12 fps: pacing shows as well as in 2 s
+    rec = play(second, sample_fps=8.0)
+    assert len(rec.frames) == 8, "8 fps sampled from 12 fps timestamps"
     assert rec.frames[0].rgb.shape == (75, 75, 3) and rec.frames[0].rgb.dtype == np.uint8
-    # Paced, not a burst: the 8 frames of 2 s arrive over at least the 1.75 s between the first and the last
+    # Paced, not a burst: the 8 frames of 1 s arrive over at least the 11/12 s between the first and the last
     # (a loaded machine only spreads them more).
-    assert rec.frames[-1].mono - rec.frames[0].mono >= 1.7
+    assert rec.frames[-1].mono - rec.frames[0].mono >= 0.85
     assert rec.ups == [True, False], "up while playing, down at the end"
 
 
