@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 
 from support.clips import write_clip
 from support.databases import PG_HOST, PG_PORT, Db, pg_admin, pg_url
@@ -16,6 +17,15 @@ from support.sites import write_tiny_bundle
 # HEAVY (no TensorFlow, no server, no browser, nothing slow): `python -m pytest -m fast` is the quick tier
 # (README, "Development"); the SQLite twins of the PostgreSQL tests are in it.
 HEAVY = ("tf", "rtsp", "postgres", "mqtt", "prometheus", "browser", "slow")
+
+# Property tests run a quarter of their examples in the fast tier, all of them otherwise (CI's full run):
+# a test asking for N examples gets `support.examples.examples(N)`. `--hypothesis-profile` still wins.
+settings.register_profile("fast", max_examples=25)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.markexpr == "fast" and not config.getoption("--hypothesis-profile"):
+        settings.load_profile("fast")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +40,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("browser")
         if not any(item.get_closest_marker(name) for name in HEAVY):
             item.add_marker("fast")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def full_cost_hasher():
+    """Passwords are hashed as argon2id at its lowest cost in tests: at the real cost (64 MiB, 3 passes) each
+    hash and each sign-in takes 0.2 s of CPU, and tests make hundreds. Yields the real hasher, for the test
+    that checks what the record stores (tests/record/test_qa_commands.py)."""
+    from argon2 import PasswordHasher
+
+    from monitor.record import review
+
+    real = review._hasher
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(review, "_hasher", lambda: PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        yield real
 
 
 @pytest.fixture(scope="session")

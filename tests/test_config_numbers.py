@@ -24,6 +24,7 @@ from monitor.evidence.retention import prune
 from monitor.messages import Prediction
 from monitor.rules import RuleEngine, RuleSet, parse_rule
 from monitor.site.config import CameraConfig, EvidenceConfig, ReconnectConfig
+from support.examples import examples
 
 # Anything YAML can hold as a number: huge, tiny, negative, inf, nan, and integers past any float.
 numbers = st.one_of(st.floats(), st.integers(), st.integers(min_value=10**300, max_value=10**320))
@@ -71,7 +72,7 @@ def test_every_number_in_every_config_file_has_a_lower_and_an_upper_bound(kind):
     assert not unbounded, f"{kind}: numbers without bounds: {unbounded}"
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(days=numbers)
 def test_any_accepted_retention_keeps_the_retention_pass_alive(days, tmp_path_factory):
     config = accepted(EvidenceConfig, retention_days=days)
@@ -84,7 +85,7 @@ def test_any_accepted_retention_keeps_the_retention_pass_alive(days, tmp_path_fa
     assert len(deleted) == (1 if NOW - config.retention_days * 86400 > datetime(2001, 1, 2, tzinfo=timezone.utc).timestamp() else 0)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(initial=numbers, maximum=numbers)
 def test_any_accepted_reconnect_keeps_the_backoff_waitable(initial, maximum):
     config = accepted(ReconnectConfig, initial_seconds=initial, max_seconds=maximum)
@@ -96,7 +97,7 @@ def test_any_accepted_reconnect_keeps_the_backoff_waitable(initial, maximum):
         assert 0 < delay <= config.max_seconds <= threading.TIMEOUT_MAX, "Event.wait(delay) would raise OverflowError"
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(stall=numbers, timeout=numbers)
 def test_any_accepted_camera_timeout_fits_ffmpeg_and_the_watchdog(stall, timeout):
     camera = accepted(CameraConfig, id="cam", url="rtsp://10.0.0.1/s", stall_seconds=stall, open_timeout_seconds=timeout)
@@ -115,7 +116,7 @@ def run_rule(rule: dict, until: float) -> list:
     return events + engine.close_all(NOW + until + 2, time.monotonic())
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(every=numbers, cooldown=numbers)
 def test_any_accepted_rule_duration_gives_storable_episode_times(every, cooldown):
     rule = {"id": "r", "kind": "absence", "action": "a", "every": every, "cooldown": cooldown}

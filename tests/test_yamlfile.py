@@ -14,6 +14,7 @@ from monitor.errors import UserError
 from monitor.rules.ruleset import check_rules
 from monitor.site.config import SiteConfig
 from monitor.yamlfile import ALIAS_BUDGET, MAX_DEPTH, load_model, parse_yaml
+from support.examples import examples
 from support.memory import alias_bomb
 
 PATH = Path("site.yaml")
@@ -42,7 +43,7 @@ def assert_located(err: UserError, text: str) -> None:
         assert 1 <= int(match.group(1)) <= yaml_lines(text) and int(match.group(2)) >= 1, (err.problems[0], text)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(text=syntax)
 @example("a: [" * 2000)  # deeper than the stack would allow
 @example("a: 2024-13-45\n")  # PyYAML raises ValueError for an impossible date
@@ -61,7 +62,7 @@ def test_any_text_parses_or_is_one_located_error(text):
         assert 1 <= line <= yaml_lines(text) and column >= 1
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(data=documents, flow=st.sampled_from([False, None]))
 @example(data={"on": None}, flow=False)  # a YAML 1.1 boolean word as a key is written quoted
 def test_every_field_is_marked_at_its_key(data, flow):
@@ -85,7 +86,7 @@ def test_every_field_is_marked_at_its_key(data, flow):
     check(data, ())
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.one_of(syntax, documents.map(yaml.safe_dump)))
 def test_site_and_rule_files_of_any_text_are_loaded_or_refused_with_user_errors(tmp_path, text):
     path = tmp_path / "any.yaml"

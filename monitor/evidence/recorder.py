@@ -39,6 +39,7 @@ True
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import queue
@@ -112,6 +113,13 @@ class _Pending:
     zone: str = ""
 
 
+class _Wake(enum.Enum):
+    WAKE = "wake"
+
+
+WAKE = _Wake.WAKE
+
+
 @dataclass(frozen=True)
 class _Job:
     episode_id: str
@@ -162,7 +170,10 @@ class EvidenceRecorder(Worker):
         self._pending: dict[str, _Pending] = {}  # by episode id
         self._latest: dict[str, Frame] = {}  # per camera: the frame latest.jpg is to show next
         self._queued = 0  # jobs handed to the writer and not yet done
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()  # bounded by max_pending
+        # Jobs are bounded by max_pending; None ends the writer. WAKE (one per latest frame, every latest_every s
+        # a camera, or per scheduled episode) makes it write latest.jpg and look at the deadlines now, not at the
+        # end of its wait (up to 1 s).
+        self._jobs: queue.Queue[_Job | _Wake | None] = queue.Queue()
         self._closing = False
 
     # -- camera threads -------------------------------------------------------------------------
@@ -189,6 +200,7 @@ class EvidenceRecorder(Worker):
             if ts - cam.latest_at >= self.latest_every and _NAME.match(camera):
                 cam.latest_at = ts
                 self._latest[camera] = (ts, small)
+                self._jobs.put(WAKE)
             ready = [p for p in self._pending.values() if p.camera == camera and ts >= p.opened_ts + self.post_roll]
             for p in ready:
                 self._enqueue(p)
@@ -211,6 +223,8 @@ class EvidenceRecorder(Worker):
                 cam = self._cameras.get(camera)
                 if cam is not None and cam.newest >= opened_ts + self.post_roll:  # the episode was reported late
                     self._enqueue(pending)
+                else:
+                    self._jobs.put(WAKE)  # its deadline may come before the writer's wait ends
         if error is not None:
             self._report_error(episode_id, error)
 
@@ -276,6 +290,8 @@ class EvidenceRecorder(Worker):
                 continue
             if job is None:
                 return
+            if job is WAKE:
+                continue
             try:
                 evidence = self._write(job)
             except Exception as exc:  # a full disk or a bad frame costs one episode's evidence, not the writer

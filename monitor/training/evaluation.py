@@ -99,7 +99,8 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int, g
     rng = np.random.default_rng(seed)
     accuracy, f1 = np.empty(resamples), np.empty(resamples)
     for b in range(resamples):
-        idx = np.concatenate([units[u] for u in rng.integers(0, len(units), len(units))])
+        drawn = rng.integers(0, len(units), len(units))
+        idx = np.concatenate([units[u] for u in drawn]) if by_group else drawn  # a clip's unit is its own index
         cm = np.bincount(t[idx] * n_classes + p[idx], minlength=n_classes * n_classes).reshape(n_classes, n_classes)
         accuracy[b], f1[b] = np.trace(cm) / len(idx), _macro_f1(cm)
     tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]

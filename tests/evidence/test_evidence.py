@@ -118,7 +118,7 @@ def test_a_real_clip_gives_a_clip_covering_pre_to_post_roll_and_a_snapshot(tmp_p
 
 def test_a_camera_that_stops_still_gets_its_evidence_at_the_deadline(tmp_path):
     got = Collect()
-    rec = EvidenceRecorder(tmp_path, pre_roll=2.0, post_roll=2.0, grace=0.5, **got.kwargs())
+    rec = EvidenceRecorder(tmp_path, pre_roll=2.0, post_roll=1.5, grace=0.2, **got.kwargs())
     rec.start()
     opened = BASE + 6.0
     for t, rgb in clip_frames(FLOOR, 7.0):  # the camera dies 1 s into the post-roll
@@ -135,7 +135,7 @@ def test_a_camera_that_stops_still_gets_its_evidence_at_the_deadline(tmp_path):
 
 def test_a_camera_that_never_delivered_reports_an_error_not_an_empty_file(tmp_path):
     got = Collect()
-    rec = EvidenceRecorder(tmp_path, pre_roll=1.0, post_roll=1.0, grace=0.2, **got.kwargs())
+    rec = EvidenceRecorder(tmp_path, pre_roll=1.0, post_roll=0.3, grace=0.1, **got.kwargs())
     rec.start()
     rec.episode_opened("ep-none", "dark-cam", BASE)
     assert got.done.wait(30)

@@ -76,7 +76,7 @@ def test_a_scraper_that_hangs_up_mid_response_leaves_one_debug_line_and_no_trace
         return "event=metrics_client_gone" in "".join(seen)
 
     try:
-        wait_until(noticed, 30, "the server to notice a scraper hanging up", interval=0.5)
+        wait_until(noticed, 30, "the server to notice a scraper hanging up", interval=0.2)
         seen.append(capsys.readouterr().err)
         assert reachable("127.0.0.1", port), "it serves on"
     finally:

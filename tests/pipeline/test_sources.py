@@ -16,6 +16,7 @@ from monitor.ops.logs import setup_logging
 from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
 from support.assets import asset
 from support.clips import write_clip
+from support.examples import examples
 from support.secrets import assert_only_redacted, passwords
 from support.videos import write_tiny_video
 from support.waiting import wait_until
@@ -65,13 +66,14 @@ def play(location: Path, until: Callable[[Recorder], bool] | None = None, **sett
     return rec
 
 
-def test_a_file_plays_at_its_native_rate_like_a_camera(clip):
-    rec = play(clip, sample_fps=4.0)
-    assert len(rec.frames) == 8, "4 fps sampled from 12 fps timestamps"
+def test_a_file_plays_at_its_native_rate_like_a_camera(tmp_path):
+    second = write_clip(tmp_path / "second.mp4", n_frames=12)  # 1 s at 12 fps: pacing shows as well as in 2 s
+    rec = play(second, sample_fps=8.0)
+    assert len(rec.frames) == 8, "8 fps sampled from 12 fps timestamps"
     assert rec.frames[0].rgb.shape == (75, 75, 3) and rec.frames[0].rgb.dtype == np.uint8
-    # Paced, not a burst: the 8 frames of 2 s arrive over at least the 1.75 s between the first and the last
+    # Paced, not a burst: the 8 frames of 1 s arrive over at least the 11/12 s between the first and the last
     # (a loaded machine only spreads them more).
-    assert rec.frames[-1].mono - rec.frames[0].mono >= 1.7
+    assert rec.frames[-1].mono - rec.frames[0].mono >= 0.85
     assert rec.ups == [True, False], "up while playing, down at the end"
 
 
@@ -140,7 +142,7 @@ def test_a_video_too_small_for_any_model_is_down_with_its_reason_and_backs_off(t
     seen: list[str] = []
     rec = Recorder()
     source = CameraSource(SourceSettings("tiny", str(tiny), False, (75, 75), 5.0, loop=True,
-                                         backoff_initial=0.2, backoff_max=1.6), rec.hooks())
+                                         backoff_initial=0.1, backoff_max=1.6), rec.hooks())
     source.start()
     wait_until(lambda: log_lines(capsys, seen).count("event=camera_down") >= 4, 60, "four camera_down lines")
     source.stop()
@@ -152,7 +154,7 @@ def test_a_video_too_small_for_any_model_is_down_with_its_reason_and_backs_off(t
     assert delays[3] > 2 * delays[0], f"the retries back off: {delays}"
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=passwords())
 def test_camera_down_lines_never_show_the_password(capsys, password):
     """The daemon's camera_down line (its url and its reason, FFmpeg's error) for an unreachable camera."""

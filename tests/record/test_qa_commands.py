@@ -14,8 +14,10 @@ import sqlalchemy as sa
 import yaml
 
 from monitor.cli import main
-from monitor.record.review import AuthError, authenticate_or_refuse
-from monitor.record.tables import audit_events, reviews
+from monitor.record import review as reviews_module
+from monitor.record.db import create_engine
+from monitor.record.review import AuthError, authenticate, authenticate_or_refuse
+from monitor.record.tables import audit_events, reviews, users
 from support.records import PASSWORD
 from support.tcpproxy import TcpProxy
 
@@ -158,6 +160,26 @@ def test_the_longest_name_is_a_user_too(empty_store, capsys):
     assert run(capsys, "users", "add", name, "--role", "reviewer", "--password-stdin", "--db", empty_store.url,
                stdin=PASSWORD)[0] == 0
     assert run(capsys, "users", "disable", name, "--reason", "test", "--db", empty_store.url)[0] == 0
+
+
+@SQLITE_ONLY
+def test_a_password_is_kept_as_an_argon2id_hash_at_full_cost(empty_store, capsys, monkeypatch, full_cost_hasher):
+    """The record keeps the password as argon2id at no less than RFC 9106's low-memory cost, and a sign-in checks
+    it (the other tests hash at the lowest cost: tests/conftest.py)."""
+    from argon2 import Type, extract_parameters
+    from argon2.profiles import RFC_9106_LOW_MEMORY as RFC
+
+    monkeypatch.setattr(reviews_module, "_hasher", full_cost_hasher)
+    assert run(capsys, "users", "add", "rita", "--role", "reviewer", "--password-stdin", "--db", empty_store.url,
+               stdin=PASSWORD)[0] == 0
+    engine = create_engine(empty_store.url)
+    with engine.begin() as conn:
+        stored = conn.execute(sa.select(users.c.password_hash)).scalar_one()
+        cost = extract_parameters(stored)
+        assert cost.type is Type.ID and PASSWORD not in stored
+        assert cost.time_cost >= RFC.time_cost and cost.memory_cost >= RFC.memory_cost, cost
+        assert authenticate(conn, "rita", PASSWORD).name == "rita"
+    engine.dispose()
 
 
 @SQLITE_ONLY

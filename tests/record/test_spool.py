@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from monitor.errors import UserError
 from monitor.record.spool import Spool
+from support.examples import examples
 
 TORN = st.one_of(  # what a crash in the middle of an append leaves: never a newline
     st.binary(min_size=1, max_size=40).filter(lambda b: b"\n" not in b),
@@ -85,7 +86,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
 
 TestSpoolProperties = SpoolMachine.TestCase
-TestSpoolProperties.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+TestSpoolProperties.settings = settings(max_examples=examples(40), stateful_step_count=25, deadline=None)
 
 
 @pytest.fixture

@@ -247,6 +247,7 @@ def test_bad_rule_test_files_are_located(capsys, tmp_path):
                    f"error: {tests}:11:10: tests[0].expect[0].rule: no enabled rule 'no-smoke' in rules.yaml"]
 
 
+@pytest.mark.slow  # two child interpreters; the parser's refusal is in the fast tier (tests/test_yamlfile.py)
 def test_a_rule_file_alias_bomb_is_refused_at_its_line_in_little_memory(tmp_path):
     from support.memory import alias_bomb, assert_bomb_refused
 

@@ -15,6 +15,7 @@ from monitor.errors import UserError
 from monitor.pipeline.factory import source_settings
 from monitor.site.check import check_site
 from monitor.site.config import load_site
+from support.examples import examples
 from support.secrets import assert_only_redacted, passwords
 from support.sites import ALWAYS_RULES, write_site
 
@@ -134,6 +135,7 @@ def test_an_audio_only_file_is_no_camera(site, tmp_path, capsys):
     assert check(site, capsys) == (2, [f"error: {site}: cameras[0].url: no video stream"])
 
 
+@pytest.mark.slow  # two child interpreters; the parser's refusal is in the fast tier (tests/test_yamlfile.py)
 def test_an_alias_bomb_is_refused_at_its_line_in_little_memory(tmp_path):
     """A few hundred bytes that expand to 387 million strings: one located error, exit 2, little memory."""
     from support.memory import alias_bomb, assert_bomb_refused
@@ -232,7 +234,7 @@ def rtsp_site(tmp_path, tiny_bundle) -> Path:
                                                "open_timeout_seconds": 2}])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=passwords(env=True))
 def test_check_probe_never_shows_a_camera_password(rtsp_site, monkeypatch, capfd, password):
     """`check --probe` on a camera that cannot be reached: its error names the camera, never the password."""
