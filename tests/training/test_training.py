@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -170,11 +171,13 @@ def test_image_mode_trains_two_outputs(image_csv_data, tmp_path, capsys):
     assert row["top1"] in ("idle", "wave", "fall") and row["class_top1"] in ("down", "upright")
 
 
-def test_second_training_reuses_the_feature_cache(inception, small_data, tmp_path):
+def test_second_training_reuses_the_feature_cache(inception, small_data, tmp_path, caplog):
     opts, first = inception
+    caplog.set_level(logging.INFO, "monitor.model.backbones")
     second = train(dataclasses.replace(opts, out=tmp_path / "b", head="lstm", epochs=1))
     assert first.stats.backbone_frames > 0 and first.stats.cache_hits == 0
     assert second.stats.backbone_frames == 0, "the backbone is not run again"
+    assert "event=backbone_built" not in caplog.text, "nor built"
     clips = sum(1 for _ in small_data.glob("*/*.mp4"))
     assert second.stats.cache_hits >= clips, "every clip (and its augmented variants) came from the cache"
 
