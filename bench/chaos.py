@@ -3,11 +3,12 @@
 short version runs in the test suite, tests/test_end_to_end.py).
 
     python bench/chaos.py [--seconds 300] [--seed 1] [--site SITE_YAML] [--dir DIR] [--no-postgres]
+                          [--gap 2-6] [--hold 3-8] [--faults F1,F2,...]
 
 The demo site (built unless --site names one) runs as `python -m monitor run`, with its two looping
 file cameras plus a real RTSP camera (GStreamer, when Debian's server is installed), its record in
 PostgreSQL reached through a TCP proxy (or SQLite with --no-postgres, or when PostgreSQL is absent).
-One fault at a time, chosen at random (seeded):
+One fault at a time, chosen at random (seeded), a random --gap apart, each held for a random --hold:
 
     camera_stall    the RTSP server is SIGSTOPped for a few seconds, then SIGCONTed
     camera_kill     the RTSP server is SIGKILLed, and restarted a few seconds later
@@ -51,8 +52,10 @@ from support.rtsp import RtspServer, rtsp_available  # noqa: E402
 from support.tcpproxy import TcpProxy  # noqa: E402
 
 OPENED = re.compile(r"event=violation_opened .*?episode=(\S+)")
+EVIDENCE_DONE = re.compile(r"event=evidence_(?:written|failed) .*?episode=(\S+)")
 START_TIMEOUT = 180.0  # a daemon loads TensorFlow and its models before it says daemon_started
 STOP_TIMEOUT = 30.0
+SETTLE_SECONDS = 12.0  # at the end, at most this long for the last episodes' post-roll and evidence
 
 
 def log(msg: str) -> None:
@@ -102,6 +105,18 @@ class Daemon:
     def logged_episodes(self) -> list[str]:
         return [m.group(1) for path in sorted(self.logs.glob("run-*.log"))
                 for m in OPENED.finditer(path.read_text(errors="replace"))]
+
+    def settle(self, timeout: float) -> None:
+        """Wait until this run has opened an episode and every one it opened has its evidence written (or its
+        failure logged), at most `timeout` seconds: the last post-rolls end in the running daemon, not at SIGTERM."""
+        path = self.logs / f"run-{self.runs:03d}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = path.read_text(errors="replace")
+            opened = set(OPENED.findall(text))
+            if opened and not opened - set(EVIDENCE_DONE.findall(text)):
+                return
+            time.sleep(0.2)
 
 
 class Database:
@@ -165,9 +180,9 @@ def build_site(demo: Path, root: Path, db: Database, rtsp: RtspServer | None) ->
     return path
 
 
-def inject(fault: str, rng: random.Random, daemon: Daemon, db: Database, rtsp: RtspServer | None,
-           rules: Path) -> None:
-    hold = rng.uniform(3.0, 8.0)
+def inject(fault: str, rng: random.Random, hold_range: tuple[float, float], daemon: Daemon, db: Database,
+           rtsp: RtspServer | None, rules: Path) -> None:
+    hold = rng.uniform(*hold_range)
     if fault == "camera_stall" and rtsp is not None:
         rtsp.pause()
         time.sleep(hold)
@@ -218,6 +233,17 @@ def check(site: Path, db: Database, logged: list[str]) -> tuple[dict[str, int], 
     return counts, problems
 
 
+def seconds_range(text: str) -> tuple[float, float]:
+    """`LO-HI` (or one number) in seconds, for --gap and --hold."""
+    try:
+        lo, hi = (float(v) for v in (text.split("-", 1) if "-" in text else (text, text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO-HI seconds (e.g. 3-8)") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 <= LO <= HI")
+    return lo, hi
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=300, help="how long faults are injected")
@@ -225,6 +251,11 @@ def main() -> int:
     ap.add_argument("--site", type=Path, help="a demo site.yaml to use (default: build one)")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temp dir)")
     ap.add_argument("--no-postgres", action="store_true", help="keep the record in SQLite")
+    ap.add_argument("--gap", type=seconds_range, default=(2.0, 6.0), metavar="LO-HI",
+                    help="seconds between faults, drawn at random: episodes open and close between them")
+    ap.add_argument("--hold", type=seconds_range, default=(3.0, 8.0), metavar="LO-HI",
+                    help="seconds a fault lasts, drawn at random (a stall over the RTSP camera's stall_seconds, 3, "
+                         "is noticed as one)")
     ap.add_argument("--faults", help="these faults, in this order, instead of random ones for --seconds "
                                      "(e.g. db_hung,sigkill: the test suite's short run)")
     args = ap.parse_args()
@@ -252,14 +283,14 @@ def main() -> int:
         planned = args.faults.split(",") if args.faults else None
         end = time.monotonic() + args.seconds
         while (planned if planned is not None else time.monotonic() < end):
-            time.sleep(rng.uniform(2.0, 6.0))  # let episodes open and close between faults
+            time.sleep(rng.uniform(*args.gap))  # let episodes open and close between faults
             fault = planned.pop(0) if planned is not None else rng.choice(faults)
             if fault not in faults:
                 raise SystemExit(f"--faults: unknown or unavailable fault {fault!r} (available: {', '.join(faults)})")
             log(f"fault: {fault}")
-            inject(fault, rng, daemon, db, rtsp, root / "rules.yaml")
+            inject(fault, rng, args.hold, daemon, db, rtsp, root / "rules.yaml")
             injected[fault] += 1
-        time.sleep(12)  # the last episodes' post-roll and evidence
+        daemon.settle(SETTLE_SECONDS)
         daemon.stop(signal.SIGTERM)
     finally:
         db.recover()

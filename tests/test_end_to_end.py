@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -151,9 +152,15 @@ def test_sigterm_drains_and_exits_0_and_no_secret_leaks(demo_site, tmp_path):
 
 
 def test_a_short_chaos_run_loses_no_episode_and_leaves_a_verified_record(demo_site, tmp_path):
-    """bench/chaos.py's short run: every fault once; every logged episode stored once, closed, with its evidence."""
+    """bench/chaos.py's short run: every fault once; every logged episode stored once, closed, with its evidence.
+
+    Shorter gaps than the bench's (1-2 s, not 2-6 s) and holds from 3.5 s (over the RTSP camera's 3 s stall
+    limit, so a stall is noticed as one): each fault still hits a running daemon with live episodes."""
     faults = "db_hung,camera_stall,sigkill,rules_broken,db_refused,camera_kill,sigterm"
     result = subprocess.run([sys.executable, str(REPO / "bench" / "chaos.py"), "--site", str(demo_site),
-                             "--dir", str(tmp_path), "--faults", faults], capture_output=True, text=True, timeout=900)
+                             "--dir", str(tmp_path), "--faults", faults, "--gap", "1-2", "--hold", "3.5-4.5"],
+                            capture_output=True, text=True, timeout=900)
     assert result.stdout.splitlines()[-1] == "chaos: ok", result.stdout[-3000:] + result.stderr[-3000:]
     assert "sigkill 1" in result.stdout and "db_hung 1" in result.stdout
+    counts = json.loads(result.stdout.splitlines()[-2])
+    assert counts["runs"] == 3 and counts["episodes logged"] >= 3, "the faults hit a daemon with episodes to keep"

@@ -102,7 +102,9 @@ def test_reviews_become_a_dataset_a_candidate_a_shadow_and_a_promotion(demo_buil
                  "--stride", str(spec.window.stride), "--folds", "1", "--members", "1", "--epochs", "8",
                  "--units", "8", "--batch-size", "8", "--no-augment", "--cache-dir", str(tmp_path / "cache")]) == 0
     capsys.readouterr()
-    assert main(["models", "compare", str(old), str(new), str(data), "--out", str(tmp_path / "compare")]) == 0
+    # the features train cached (the candidate is on the live model's backbone): the comparison runs the heads only
+    assert main(["models", "compare", str(old), str(new), str(data), "--out", str(tmp_path / "compare"),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
     printed = capsys.readouterr().out
     assert "OLD has no label for other (2 clips): counted as wrong for OLD" in printed and "verdict" in printed
     compared = json.loads((tmp_path / "compare" / "compare.json").read_text())

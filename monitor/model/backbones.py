@@ -50,6 +50,7 @@ class BackboneEntry:
     needs_weights_file: bool = False  # weights: PATH only (no imagenet, no random init)
     size_from_model: bool = False  # the model file fixes the input size (input_size is not used)
     keras_app: Callable[[], KerasApp] | None = None  # a Keras application: other engines can convert its graph
+    dim: int = 0  # a Keras application's embedding size (its pooled features), known before it is built
 
 
 BACKBONES: dict[str, BackboneEntry] = {}
@@ -71,8 +72,12 @@ def backbone_choices() -> str:
 
 
 def build_backbone(name: str, weights: str, input_size: tuple[int, int] | None = None, seed: int = 0,
-                   where: str = "backbone") -> Backbone:
+                   where: str = "backbone", deferred: bool = False) -> Backbone:
     """Build a registered backbone. `weights`: 'imagenet', 'none' (seeded random init: tests and demos) or a file path.
+
+    `deferred`: a Keras network is built when it first embeds frames, for extraction behind a feature cache: a run
+    whose features all come from the cache (another head on the same clips, `evaluate`, `models compare`) never
+    spends the seconds of building it. Its name, size and weights file are checked now, its weights when it is built.
 
     >>> bb = build_backbone("inception_v3", "none", (75, 75))
     >>> bb.embed(np.zeros((2, 75, 75, 3), np.uint8)).shape
@@ -84,44 +89,63 @@ def build_backbone(name: str, weights: str, input_size: tuple[int, int] | None =
     size = input_size or entry.default_size
     if min(size) < entry.min_side:
         raise UserError(f"{where}.input_size: {name} needs at least {entry.min_side}x{entry.min_side}, got {size[0]}x{size[1]}")
+    if deferred and entry.keras_app is not None:
+        return _deferred(entry, weights, size, seed, where)
     return entry.build(weights, size, seed, where)
+
+
+def _deferred(entry: BackboneEntry, weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
+    if weights not in ("none", "imagenet") and not Path(weights).is_file():
+        raise UserError(f"{where}.weights: file not found: {weights}")
+    built: list[Backbone] = []
+
+    def embed(frames: np.ndarray) -> np.ndarray:
+        if not built:
+            backbone = entry.build(weights, size, seed, where)
+            if backbone.dim != entry.dim:
+                raise RuntimeError(f"{entry.name}: registered with dim {entry.dim}, built with {backbone.dim}")
+            built.append(backbone)
+        return built[0].embed(frames)
+
+    return Backbone(entry.name, size, entry.dim, embed)
 
 
 # -- Keras applications: one function each, with its own preprocessing ---------------------------
 
-def register_keras(name: str, default_size: tuple[int, int], min_side: int) -> Callable[[Callable[[], KerasApp]], Callable[[], KerasApp]]:
-    """Register a Keras application: `app()` returns its constructor and preprocessing. Its graph (uint8 frames
-    in, embeddings out: `keras_graph`) is what TensorFlow runs and what other engines convert."""
+def register_keras(name: str, default_size: tuple[int, int], min_side: int,
+                   dim: int) -> Callable[[Callable[[], KerasApp]], Callable[[], KerasApp]]:
+    """Register a Keras application: `app()` returns its constructor and preprocessing, `dim` its embedding size.
+    Its graph (uint8 frames in, embeddings out: `keras_graph`) is what TensorFlow runs and other engines convert."""
     def register(app: Callable[[], KerasApp]) -> Callable[[], KerasApp]:
         def build(weights: str, size: tuple[int, int], seed: int, where: str) -> Backbone:
             return _keras(name, weights, size, seed, where)
-        BACKBONES[name] = BackboneEntry(name, build, default_size, min_side, keras_app=app)
+        BACKBONES[name] = BackboneEntry(name, build, default_size, min_side, keras_app=app, dim=dim)
         return app
     return register
 
 
-@register_keras("inception_v3", (299, 299), min_side=75)
+@register_keras("inception_v3", (299, 299), min_side=75, dim=2048)
 def inception_v3() -> KerasApp:
     from keras.applications import inception_v3 as app
 
     return app.InceptionV3, app.preprocess_input
 
 
-@register_keras("mobilenet_v2", (224, 224), min_side=32)
+@register_keras("mobilenet_v2", (224, 224), min_side=32, dim=1280)
 def mobilenet_v2() -> KerasApp:
     from keras.applications import mobilenet_v2 as app
 
     return app.MobileNetV2, app.preprocess_input
 
 
-@register_keras("resnet50", (224, 224), min_side=32)
+@register_keras("resnet50", (224, 224), min_side=32, dim=2048)
 def resnet50() -> KerasApp:
     from keras.applications import resnet50 as app
 
     return app.ResNet50, app.preprocess_input
 
 
-@register_keras("vgg16", (224, 224), min_side=32)
+@register_keras("vgg16", (224, 224), min_side=32, dim=512)
 def vgg16() -> KerasApp:
     from keras.applications import vgg16 as app
 

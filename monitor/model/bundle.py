@@ -133,14 +133,15 @@ class Bundle:
         p = Path(w).expanduser()
         return str(p if p.is_absolute() else self.path / p)
 
-    def build_backbone(self) -> Backbone:
+    def build_backbone(self, deferred: bool = False) -> Backbone:
+        """The bundle's backbone (`deferred`: built on its first frames, see `backbones.build_backbone`)."""
         spec = self.manifest.backbone
         where = f"{self.path / MANIFEST}: backbone"
         weights = self.weights_location()
         if (spec.sha256 and weights not in ("imagenet", "none") and Path(weights).is_file()
                 and sha256_file(Path(weights)) != spec.sha256):
                 raise UserError(f"{where}.sha256: {weights} does not match the recorded sha256 (wrong or altered weights file)")
-        return build_backbone(spec.name, weights, spec.input_size, spec.seed, where)
+        return build_backbone(spec.name, weights, spec.input_size, spec.seed, where, deferred)
 
 
 def bundle_hash(path: Path, manifest: ModelManifest) -> str:

@@ -27,7 +27,7 @@ def _load(model_dir: Path):
     import keras
 
     bundle = load_bundle(model_dir)
-    backbone = bundle.build_backbone()
+    backbone = bundle.build_backbone(deferred=True)  # evaluate and compare may find every feature in the cache
     model = keras.models.load_model(bundle.head_file, compile=False)
     return bundle, backbone, model
 

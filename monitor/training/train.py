@@ -165,7 +165,7 @@ def train(opts: TrainOptions) -> TrainResult:
     spec = backbone_spec(opts)
     data, train_set, test_set = load_data(opts)
     window = window_spec(opts, train_set)
-    backbone = build_backbone(spec.name, spec.weights, spec.input_size, spec.seed, where="--backbone")
+    backbone = build_backbone(spec.name, spec.weights, spec.input_size, spec.seed, where="--backbone", deferred=True)
     # speed jitter means nothing for a still image: it would only repeat the original
     variants = (VARIANTS if data.kind == "video" else VARIANTS[:2]) if opts.augment else VARIANTS[:1]
     stats = ExtractStats()

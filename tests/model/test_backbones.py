@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from monitor.errors import UserError
-from monitor.model.backbones import build_backbone
+from monitor.model.backbones import BACKBONES, build_backbone
 from monitor.model.frames import read_frames
 from support.assets import asset
 
@@ -16,19 +18,25 @@ pytestmark = pytest.mark.tf
 @pytest.mark.parametrize("name, size, dim", [("inception_v3", (75, 75), 2048), ("mobilenet_v2", (64, 64), 1280)])
 def test_keras_backbones_embed_batches_of_any_size(name, size, dim):
     backbone = build_backbone(name, "none", size)
-    assert backbone.input_size == size and backbone.dim == dim
+    assert backbone.input_size == size and backbone.dim == dim == BACKBONES[name].dim, "the registry knows it unbuilt"
     rng = np.random.default_rng(0)
     for n in (1, 3, 8):
         out = backbone.embed(rng.integers(0, 255, (n, *size, 3), dtype=np.uint8))
         assert out.shape == (n, dim) and out.dtype == np.float32 and np.isfinite(out).all()
 
 
-def test_random_weights_are_the_same_in_training_and_at_run_time():
+def test_random_weights_are_the_same_in_training_and_at_run_time(caplog):
+    """Training builds its backbone on the first frames it embeds (deferred), the daemon at once: the same network."""
+    caplog.set_level(logging.INFO, "monitor.model.backbones")
     frames = np.random.default_rng(1).integers(0, 255, (2, 75, 75, 3), dtype=np.uint8)
-    a = build_backbone("inception_v3", "none", (75, 75), seed=3).embed(frames)
+    training = build_backbone("inception_v3", "none", (75, 75), seed=3, deferred=True)
+    assert training.dim == 2048 and "backbone_built" not in caplog.text, "not built before it embeds"
+    a = training.embed(frames)
+    assert caplog.text.count("event=backbone_built") == 1
     b = build_backbone("inception_v3", "none", (75, 75), seed=3).embed(frames)
     c = build_backbone("inception_v3", "none", (75, 75), seed=4).embed(frames)
     assert np.array_equal(a, b) and not np.allclose(a, c)
+    assert np.array_equal(training.embed(frames), a) and caplog.text.count("event=backbone_built") == 3, "built once"
 
 
 def test_backbone_input_errors(tmp_path):
@@ -36,8 +44,9 @@ def test_backbone_input_errors(tmp_path):
         build_backbone("inception_v3", "none", (32, 32))
     with pytest.raises(UserError, match="unknown backbone 'vgg99'"):
         build_backbone("vgg99", "none")
-    with pytest.raises(UserError, match="file not found"):
-        build_backbone("mobilenet_v2", str(tmp_path / "missing.h5"), (64, 64))
+    for deferred in (False, True):  # a deferred build checks the file at once too
+        with pytest.raises(UserError, match="file not found"):
+            build_backbone("mobilenet_v2", str(tmp_path / "missing.h5"), (64, 64), deferred=deferred)
 
 
 def test_mobilenet_v2_loads_real_weights_and_refuses_wrong_ones():

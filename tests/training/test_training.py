@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     weights = asset("weights", "mobilenet_v2_1.0_224_imagenet_notop.weights.h5")
     data = make_clips(tmp_path / "data", per_class=24)
     opts = TrainOptions(data=data, out=tmp_path / "model", backbone="mobilenet_v2", weights=str(weights),
-                        input_size=(96, 96), frames=8, sample_fps=6.0, stride=1, epochs=60, folds=1, members=1, units=64,
+                        input_size=(96, 96), frames=8, sample_fps=6.0, stride=1, epochs=30, folds=1, members=1, units=64,
                         cache_dir=tmp_path / "cache", head="gru")
     result = train(opts)
     assert result.report["accuracy"] >= 0.9, result.report
@@ -95,14 +96,17 @@ def test_gru_learns_order_that_frame_averaging_cannot(tmp_path):
     assert linear["per_class"]["fall"]["recall"] >= 0.75 and linear["per_class"]["get_up"]["recall"] >= 0.75, linear
     assert result.report["n_clips"] >= 12
 
-    # The baseline: mean frame features per window, a linear classifier, on fall vs get_up.
-    from monitor.model.backbones import build_backbone
+    # The baseline: mean frame features per window, a linear classifier, on fall vs get_up. The same features the
+    # heads learned from (every clip's, test clips' included, are in the cache: the backbone is not run again).
+    from monitor.model.backbones import Backbone
     from monitor.training.features import FeatureCache, Sampling, backbone_key, extract
 
-    backbone = build_backbone("mobilenet_v2", str(weights), (96, 96))
+    def not_cached(frames: np.ndarray) -> np.ndarray:
+        raise AssertionError("a clip's features are not in the training's cache")
+
     pair = sorted((data / "fall").glob("*.mp4")) + sorted((data / "get_up").glob("*.mp4"))
     cache = FeatureCache(tmp_path / "cache", backbone_key("mobilenet_v2", str(weights), (96, 96), 0))
-    feats = extract(backbone, pair, Sampling(8, 6.0), cache)
+    feats = extract(Backbone("mobilenet_v2", (96, 96), 1280, not_cached), pair, Sampling(8, 6.0), cache)
     x = np.stack([f.mean(0) for f in feats])
     y = np.array([p.parent.name == "fall" for p in pair])
     chance = cross_val_score(LogisticRegression(max_iter=2000), x, y, cv=StratifiedKFold(4, shuffle=True, random_state=0))
@@ -170,11 +174,13 @@ def test_image_mode_trains_two_outputs(image_csv_data, tmp_path, capsys):
     assert row["top1"] in ("idle", "wave", "fall") and row["class_top1"] in ("down", "upright")
 
 
-def test_second_training_reuses_the_feature_cache(inception, small_data, tmp_path):
+def test_second_training_reuses_the_feature_cache(inception, small_data, tmp_path, caplog):
     opts, first = inception
+    caplog.set_level(logging.INFO, "monitor.model.backbones")
     second = train(dataclasses.replace(opts, out=tmp_path / "b", head="lstm", epochs=1))
     assert first.stats.backbone_frames > 0 and first.stats.cache_hits == 0
     assert second.stats.backbone_frames == 0, "the backbone is not run again"
+    assert "event=backbone_built" not in caplog.text, "nor built"
     clips = sum(1 for _ in small_data.glob("*/*.mp4"))
     assert second.stats.cache_hits >= clips, "every clip (and its augmented variants) came from the cache"
 
