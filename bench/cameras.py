@@ -603,11 +603,11 @@ def calibration_clips(work: Path) -> Path:
     return bench_pipeline().calibration_clips(work)
 
 
-def prepare(combo: Combo, bundle: dict, work: Path) -> None:
+def prepare(combo: Combo, bundle: dict, work: Path, force: bool) -> None:
     """Convert the bundle's backbone for an engine other than TensorFlow (`har-monitor models optimize`)."""
     cmd = [sys.executable, "-m", "monitor", "models", "optimize", bundle["bundle"], "--engine", combo.engine,
            *(["--precision", combo.precision] if combo.precision != "default" else []),
-           "--calibration", str(calibration_clips(work))]
+           "--calibration", str(calibration_clips(work)), *(["--force"] if force else [])]
     log(f"preparing {combo.engine}/{combo.precision}: {' '.join(cmd[1:])}")
     subprocess.run(cmd, cwd=REPO, check=True)  # nosec B603
 
@@ -718,6 +718,9 @@ def main() -> int:
                     help="comma-separated: fp32, bf16, int8, default (the site's default: not written)")
     ap.add_argument("--motion", choices=("on", "off"), default="on", help="motion gating (where the version has it)")
     ap.add_argument("--prepare", action="store_true", help="convert the bundle (models optimize) for non-TF engines first")
+    ap.add_argument("--force", action="store_true", help="`models optimize --force`: the bench's head is untrained, so "
+                    "its top-1 agreement is near a coin toss between close classes; the conversion is kept and its "
+                    "agreement printed (the `cameras:` line then falls back to the best engine)")
     ap.add_argument("--cooldown", type=float, default=10, help="the bench rule's cooldown (s): episodes per camera")
     ap.add_argument("--no-evidence", dest="evidence", action="store_false", help="evidence.enabled false")
     ap.add_argument("--skip-loop-filter", action="store_true", help="cameras' skip_loop_filter: true (decode without deblocking)")
@@ -763,7 +766,7 @@ def main() -> int:
         for combo in todo:
             if args.prepare and combo.engine not in ("tensorflow", "auto"):
                 try:
-                    prepare(combo, bundle, work)
+                    prepare(combo, bundle, work, args.force)
                 except subprocess.CalledProcessError as exc:
                     log(f"{combo}: models optimize failed ({exc}); skipped")
                     continue

@@ -262,27 +262,23 @@ def openvino_compile(model: Any, precision: str, hint: str = PERFORMANCE_HINT) -
 def openvino_embed(compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 [N, H, W, 3] -> float32 [N, D] (the preprocessing is inside the converted graph).
 
-    The batch is split over the compiled model's optimal number of requests (its streams), run at once.
-    One caller at a time (the embedder thread): the requests and their results are reused.
+    The batch is split over the compiled model's optimal number of requests (its streams), run at once, and
+    each request's output is read after waiting for that request. Not an AsyncInferQueue with a callback: its
+    wait_all can return before the last callbacks ran, so under load a batch got another batch's vectors or
+    none (seen at 16 cameras). One caller at a time (the embedder thread): the requests are reused.
     """
-    import openvino as ov
-
-    n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, n)
-    results: dict[int, np.ndarray] = {}
-
-    def done(request: Any, part: int) -> None:
-        results[part] = np.array(request.get_output_tensor(0).data, np.float32)  # a copy: the buffer is reused
-
-    queue.set_callback(done)
+    requests = [compiled.create_infer_request() for _ in range(int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))]
 
     def embed(frames: np.ndarray) -> np.ndarray:
-        parts = np.array_split(np.ascontiguousarray(frames, np.uint8), min(n, len(frames)))  # none empty
-        results.clear()
-        for i, part in enumerate(parts):
-            queue.start_async({0: part}, i)
-        queue.wait_all()
-        return np.concatenate([results[i] for i in range(len(parts))])
+        parts = np.array_split(np.ascontiguousarray(frames, np.uint8), min(len(requests), len(frames)))  # none empty
+        running = list(zip(requests, parts, strict=False))
+        for request, part in running:
+            request.start_async({0: part})
+        vectors = []
+        for request, _ in running:
+            request.wait()
+            vectors.append(np.array(request.get_output_tensor(0).data, np.float32))  # a copy: the buffer is reused
+        return np.concatenate(vectors)
 
     return embed
 

@@ -68,6 +68,38 @@ def test_an_fp32_conversion_matches_tensorflow_and_is_stored_under_its_source_ha
     np.testing.assert_allclose(ov.embed(frames), tf.embed(frames), rtol=1e-3, atol=1e-4)
 
 
+def test_batch_after_batch_of_any_size_each_frame_gets_its_own_vector_while_the_cpu_is_busy(converted):
+    """The embedder sends batches of 1-32 frames back to back while decoders load the cores. Once a batch got
+    another batch's vectors, or none, when the engine's completion callbacks ran after it had stopped waiting."""
+    import threading
+
+    bundle = load_bundle(converted)
+    ov = build_engine(bundle, choose_engine(bundle, "openvino"))
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (64, 75, 75, 3), np.uint8)
+    reference = np.concatenate([ov.embed(frames[i:i + 1]) for i in range(len(frames))])
+    done = threading.Event()
+
+    def busy() -> None:  # the cameras' decoders, in short: numpy work that releases the GIL
+        m = rng.random((300, 300))
+        while not done.is_set():
+            m = np.tanh(m @ m)
+
+    loaders = [threading.Thread(target=busy, daemon=True) for _ in range(2)]
+    for t in loaders:
+        t.start()
+    try:
+        for size in [*range(1, 33), *rng.integers(1, 33, 100)]:
+            start = int(rng.integers(0, len(frames) - size + 1))
+            got = ov.embed(frames[start:start + size])
+            assert got.shape == (size, 2048)
+            np.testing.assert_allclose(got, reference[start:start + size], rtol=1e-3, atol=1e-4)
+    finally:
+        done.set()
+        for t in loaders:
+            t.join()
+
+
 def _set_speed(record_path: Path, fps: float, tensorflow_fps: float) -> None:
     data = yaml.safe_load(record_path.read_text())
     data["speed"] |= {"fps": fps, "tensorflow_fps": tensorflow_fps}
