@@ -346,7 +346,8 @@ def baseline(backbone, sizes=(1, 8, 16, 32), min_seconds: float = 3.0, quiet: fl
 def make_bundle(root: Path, input_size: int, backbone, calib_clip: Path, calib_fps: float) -> tuple[Path, str, float, list[float]]:
     """A bundle with the daemon's network (`backbone`: the TensorFlow reference, which embeds the
     calibration frames) and an untrained GRU head whose input is standardized with real features, then a threshold on one label's probability that live windows cross
-    often (its median over calibration windows). Returns (dir, label, threshold, probs)."""
+    often (its median over the calibration clip's windows: all of the clip the cameras play, up to 4 minutes, so
+    that cameras starting anywhere in it cross it half the time). Returns (dir, label, threshold, probs)."""
     import keras
 
     from monitor.model.bundle import BackboneSpec, HeadSpec, ModelManifest, WindowSpec, write_manifest
@@ -354,11 +355,12 @@ def make_bundle(root: Path, input_size: int, backbone, calib_clip: Path, calib_f
     from monitor.model.heads import build_head
     from monitor.model.windowing import sliding_windows
 
-    frames = read_frames(str(calib_clip), backbone.input_size, calib_fps)[:96]
+    frames = read_frames(str(calib_clip), backbone.input_size, calib_fps)[:960]
     feats = np.concatenate([backbone.embed(frames[i:i + 32]) for i in range(0, len(frames), 32)])
     keras.utils.set_random_seed(1)
+    first = feats[:96]  # the standardization's statistics: the clip's first 24 s
     head = build_head("gru", WINDOW_FRAMES, backbone.dim, len(LABELS), units=128,
-                      mean=feats.mean(0), variance=feats.var(0) + 1e-6)
+                      mean=first.mean(0), variance=first.var(0) + 1e-6)
     wins = sliding_windows(feats, WINDOW_FRAMES, 2)
     probs = head.predict(wins, verbose=0)
     label = LABELS[int(np.argmax(probs.std(0)))]  # the label whose probability moves most

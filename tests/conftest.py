@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -28,7 +30,29 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile("fast")
 
 
+# On several workers (`-p xdist -n 3 --dist loadscope --no-loadscope-reorder`, README) each module runs on one
+# worker, which builds its module-scoped fixtures once, and modules start in collection order: the ones on the
+# demo site first (its build, a minute of training, and the daemons run on it are the longest chain), then the
+# ones with module-scoped fixtures (conversions, consoles, trainings), then the rest, which fills in around them.
+DEMO = {"demo_build", "demo_site"}
+
+
+def start_order(item: pytest.Item) -> int:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return 2
+    if DEMO & set(info.names_closure):
+        return 0
+    return 1 if any(d.scope == "module" for ds in info.name2fixturedefs.values() for d in ds) else 2
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order = {item: start_order(item) for item in items}
+    modules = {}  # a module starts as early as its earliest test: its tests stay together
+    for item in items:
+        key = item.nodeid.split("::")[0]
+        modules[key] = min(modules.get(key, 2), order[item])
+    items.sort(key=lambda item: modules[item.nodeid.split("::")[0]])
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -66,9 +90,19 @@ def tiny_bundle(tmp_path_factory) -> Path:
 def demo_build(tmp_path_factory) -> Path:
     """The demo site as it ships (its model trains for a minute), built once and never run: copy it with
     `support.sites.copy_demo` before running it."""
+    from filelock import FileLock
+
     from monitor.demo.demo import build_demo_site
 
-    return build_demo_site(tmp_path_factory.mktemp("demo-build")).parent
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, shared by its workers: one builds, the others wait for it
+    with FileLock(root / "demo-build.lock"):
+        built = root / "demo-build" / "built"
+        if not built.is_file():
+            shutil.rmtree(built.parent, ignore_errors=True)  # a build interrupted by an earlier failure
+            built.write_text(str(build_demo_site(built.parent)))
+        return Path(built.read_text()).parent
 
 
 @pytest.fixture(scope="session")
