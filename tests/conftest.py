@@ -47,12 +47,11 @@ def start_order(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    order = {item: start_order(item) for item in items}
-    modules = {}  # a module starts as early as its earliest test: its tests stay together
+    module = lambda item: item.nodeid.split("::")[0]
+    module_order: dict[str, int] = {}  # a module starts as early as its earliest test: its tests stay together
     for item in items:
-        key = item.nodeid.split("::")[0]
-        modules[key] = min(modules.get(key, 2), order[item])
-    items.sort(key=lambda item: modules[item.nodeid.split("::")[0]])
+        module_order[module(item)] = min(module_order.get(module(item), 2), start_order(item))
+    items.sort(key=lambda item: module_order[module(item)])
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {})
