@@ -38,20 +38,18 @@ DEMO = {"demo_build", "demo_site"}
 
 
 def start_order(item: pytest.Item) -> int:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return 2
-    if DEMO & set(info.names_closure):
+    if DEMO & set(getattr(item, "fixturenames", ())):
         return 0
-    return 1 if any(d.scope == "module" for ds in info.name2fixturedefs.values() for d in ds) else 2
+    info = getattr(item, "_fixtureinfo", None)  # the fixtures' definitions, for their scopes
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    return 1 if any(d.scope == "module" for ds in defs for d in ds) else 2
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    module = lambda item: item.nodeid.split("::")[0]
-    module_order: dict[str, int] = {}  # a module starts as early as its earliest test: its tests stay together
+    module_order: dict[Path, int] = {}  # a module starts as early as its earliest test: its tests stay together
     for item in items:
-        module_order[module(item)] = min(module_order.get(module(item), 2), start_order(item))
-    items.sort(key=lambda item: module_order[module(item)])
+        module_order[item.path] = min(module_order.get(item.path, 2), start_order(item))
+    items.sort(key=lambda item: module_order[item.path])
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -96,12 +94,13 @@ def demo_build(tmp_path_factory) -> Path:
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the run's directory, shared by its workers: one builds, the others wait for it
+    site_dir, done = root / "demo-build", root / "demo-build.done"  # the marker beside it: copies take the whole dir
     with FileLock(root / "demo-build.lock"):
-        built = root / "demo-build" / "built"
-        if not built.is_file():
-            shutil.rmtree(built.parent, ignore_errors=True)  # a build interrupted by an earlier failure
-            built.write_text(str(build_demo_site(built.parent)))
-        return Path(built.read_text()).parent
+        if not done.is_file():
+            shutil.rmtree(site_dir, ignore_errors=True)  # a build interrupted by an earlier failure
+            build_demo_site(site_dir)
+            done.touch()
+    return site_dir
 
 
 @pytest.fixture(scope="session")
