@@ -21,7 +21,6 @@ from monitor.ops.logs import kv
 from monitor.pipeline.factory import Pipeline, build_pipeline
 from monitor.pipeline.sources import CameraSource
 from monitor.record.db import shown_url
-from monitor.record.rulesets import remember_ruleset
 from monitor.site.check import CheckedSite
 
 log = logging.getLogger(__name__)
@@ -85,8 +84,8 @@ class Daemon:
         shadow = p.shadow
         p.writer.put_run(str(p.bundle.path.resolve()), shadow.hash if shadow else None,
                          str(shadow.path.resolve()) if shadow else None)  # a change of model is audited
+        p.writer.put_ruleset(p.analysis.engine.ruleset.hash, p.analysis.engine.ruleset.text)  # the text in force, for QA
         p.writer.thread.start()
-        remember_ruleset(p.writer.engine, p.analysis.engine.ruleset.hash, p.analysis.engine.ruleset.text)
         for stage in (p.evidence, p.retention, *(p.notifier.workers if p.notifier else [])):
             if stage:
                 stage.start()

@@ -38,7 +38,6 @@ from monitor.pipeline.sources import CameraSource, SourceHooks, SourceSettings
 from monitor.pipeline.windows import WindowBuffers
 from monitor.pipeline.zones import PersonGate, ZoneSplitter
 from monitor.record.db import SchemaOutdated, check_schema, shown_url
-from monitor.record.rulesets import remember_ruleset
 from monitor.record.writer import Provenance, StoreWriter
 from monitor.rules import RuleEngine, RuleSet, load_rules
 from monitor.site.check import CheckedSite
@@ -121,7 +120,7 @@ def build_pipeline(checked: CheckedSite, shard: tuple[int, int] | None = None, *
             notifier.rules_changed(ruleset)
         build["rules"] = ruleset.hash
         describe(metrics, build, ruleset)
-        remember_ruleset(writer.engine, ruleset.hash, ruleset.text)  # the text in force, for QA (its own thread)
+        writer.put_ruleset(ruleset.hash, ruleset.text)  # the text in force, for QA
         log.info(kv(event="rules_reloaded", rules=ruleset.hash, count=len(ruleset.rules)))
 
     analysis = Analysis(WindowBuffers(window.frames, window.stride, max_gap),

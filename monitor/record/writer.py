@@ -1,6 +1,6 @@
 """The violation store's writer: every record reaches the database in order, exactly once, whatever the database does.
 
-- `put`, `put_evidence`, `put_evidence_failed`, `put_pruned` and `close_orphans` append the record to
+- `put`, `put_evidence`, `put_evidence_failed`, `put_pruned`, `put_ruleset` and `close_orphans` append the record to
   the durable spool (fsync'd) and return: acknowledged means on disk. They never touch the database.
 - One drain thread writes the spool to the database in order, a batch per transaction, and then
   acknowledges the batch in the spool. After a failure it waits on its own backoff, whatever arrives
@@ -40,6 +40,7 @@ from monitor.record import ledger
 from monitor.record.anchor import Anchor, AnchorLog
 from monitor.record.db import SchemaOutdated, check_schema, create_engine, describe_error, shown_url
 from monitor.record.ledger import audit
+from monitor.record.rulesets import record_ruleset
 from monitor.record.shadow import record_run, write_shadow_event
 from monitor.record.spool import Spool
 from monitor.record.tables import audit_events, violations
@@ -161,6 +162,8 @@ def apply_record(conn: sa.Connection, record: dict, prov: Provenance) -> Violati
                            prov.model_hash)
     elif kind == "model_run":
         record_run(conn, record["run"])
+    elif kind == "ruleset":
+        record_ruleset(conn, record["hash"], record["text"])
     elif kind == "close_orphans":
         count = close_orphans(conn, record["site"], record["host"], record["cameras"],
                               datetime.fromisoformat(record["before"]),
@@ -223,6 +226,10 @@ class StoreWriter:
             "run_id": str(uuid.uuid4()), "site": self.prov.site, "host": self.prov.host,
             "started_at": datetime.now(timezone.utc).isoformat(), "model_hash": self.prov.model_hash,
             "model_path": model_path, "shadow_hash": shadow_hash, "shadow_path": shadow_path}})
+
+    def put_ruleset(self, hash: str, text: str) -> None:
+        """At start and at each reload: the text of the rule set that violations will name by its hash."""
+        self._put({"type": "ruleset", "hash": hash, "text": text})
 
     def put_evidence(self, violation_id: str, evidence: dict) -> None:
         self._put({"type": "evidence", "violation_id": violation_id, "evidence": evidence})

@@ -136,11 +136,12 @@ def test_a_bad_negative_class_is_a_user_error(db, reviewed, tmp_path, capsys):
 
 
 def test_an_absence_rules_clip_is_no_example_of_its_action(db, reviewed, tmp_path, capsys):
-    from monitor.record.rulesets import remember_ruleset
+    from monitor.record.rulesets import record_ruleset
 
     engine = create_engine(db.url)
     text = "# file: rules/gmp.yaml\nrules:\n  - {id: no-gloves, kind: absence, action: touch_product, every: 1h}\n"
-    remember_ruleset(engine, PROV.rules_hash, text).join(10)  # the rule set these violations were judged by
+    with engine.begin() as conn:
+        record_ruleset(conn, PROV.rules_hash, text)  # the rule set these violations were judged by
     engine.dispose()
     lines = harvest(db, reviewed, tmp_path / "data", capsys).splitlines()
     assert "skipped ep-a: an absence rule: its clip shows what did not happen, not an action" in lines

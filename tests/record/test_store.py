@@ -197,12 +197,35 @@ def test_a_closed_episode_keeps_its_confidence_trace_through_the_spool(db, make_
 
 
 def test_a_rule_set_text_is_stored_once_by_its_hash(db, store):
-    from monitor.record.rulesets import record_ruleset, remember_ruleset, stored_ruleset
+    from monitor.record.rulesets import record_ruleset, stored_ruleset
 
     with store.begin() as conn:
         assert record_ruleset(conn, "abc123", "# file: rules.yaml\nrules: []\n") is True
         assert record_ruleset(conn, "abc123", "something else") is False, "append-only: the first text stays"
-    remember_ruleset(store, "def456", "rules: [x]").join(30)
     with store.connect() as conn:
         assert stored_ruleset(conn, "abc123").text == "# file: rules.yaml\nrules: []\n"
-        assert stored_ruleset(conn, "def456").text == "rules: [x]" and stored_ruleset(conn, "nope") is None
+        assert stored_ruleset(conn, "nope") is None
+
+
+def test_a_rule_set_put_during_an_outage_reaches_the_record_after_a_restart(db, make_writer, tmp_path):
+    """The text in force is a spooled record like the violations that name it: a daemon stopped while the database
+    was down used to lose it (its own retrying thread died with the process), leaving violations whose rules_hash
+    no text answers. Nothing is left running either: that thread outlived the daemon that started it."""
+    import threading
+
+    from monitor.record.rulesets import stored_ruleset
+
+    upgrade(db.url)
+    first, rec = make_writer("postgresql://nobody@127.0.0.1:1/none", spool=tmp_path / "s.jsonl", backoff_max=0.2)
+    first.put_ruleset("def456", "rules: [x]")
+    first.put(event("opened", "ep-r"))
+    wait_until(lambda: rec.failures >= 1, 10, "a failed write")
+    assert not first.close(2.0), "not flushed: kept in the spool"
+    assert not first.thread.is_alive() and "ruleset-store" not in {t.name for t in threading.enumerate()}
+    second, _ = make_writer(db.url, spool=tmp_path / "s.jsonl")
+    assert second.close(10)
+    engine = db.engine()
+    with engine.connect() as conn:
+        assert stored_ruleset(conn, "def456").text == "rules: [x]"
+    engine.dispose()
+    assert [v.row["id"] for v in views(db)] == ["ep-r"]
