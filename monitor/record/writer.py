@@ -105,14 +105,15 @@ def write_event(conn: sa.Connection, event: ViolationEvent, prov: Provenance, ev
 
 
 def close_orphans(conn: sa.Connection, site: str, host: str, cameras: list[str] | None, before: datetime,
-                  last_alive: datetime | None) -> int:
+                  last_alive: datetime | None, evidence_expected: bool = False) -> int:
     """Close the episodes of `site` and `host` (and `cameras`) that started before `before` and are still open.
 
     They were left by a run that stopped without closing them. Their end is `last_alive`, the last
     heartbeat of that run: they cannot have been seen after it, and the time of the restart would
     add the whole downtime (days, maybe) to them. Without a heartbeat, the restart time, and the
     audit event says which. An episode closed with evidence expected and none recorded gets an
-    evidence_failed event: that run can no longer write it.
+    evidence_failed event: that run can no longer write it. So does an orphan without evidence when
+    evidence is recorded (`evidence_expected`): its clip was due after the episode began, from that run.
     """
     mine = [violations.c.site == site, violations.c.host == host, violations.c.started_at < before]
     if cameras is not None:
@@ -131,14 +132,20 @@ def close_orphans(conn: sa.Connection, site: str, host: str, cameras: list[str] 
                "peak_confidence": row.confidence, "ended_at_is": basis}
         audit(conn, f"{row.id}:closed", row.id, "system", "closed", {"status": "open"},
               new | ({} if row.has_evidence else {"evidence": f"none: {EVIDENCE_LOST}"}), ORPHAN_WHY)
+        if evidence_expected and not row.has_evidence:
+            _evidence_lost(conn, row.id)
     closed = sa.select(audit_events.c.violation_id, audit_events.c.new).join(
         violations, violations.c.id == audit_events.c.violation_id).where(
         *mine, audit_events.c.what == "closed", ~evidence.exists())
     for violation_id, new in conn.execute(closed).all():
         if json.loads(new).get("evidence") == "expected":
-            audit(conn, f"{violation_id}:evidence", violation_id, "system", "evidence_failed", {},
-                  {"error": EVIDENCE_LOST}, "recorded when the daemon started again")
+            _evidence_lost(conn, violation_id)
     return len(orphans)
+
+
+def _evidence_lost(conn: sa.Connection, violation_id: str) -> None:
+    audit(conn, f"{violation_id}:evidence", violation_id, "system", "evidence_failed", {},
+          {"error": EVIDENCE_LOST}, "recorded when the daemon started again")
 
 
 def apply_record(conn: sa.Connection, record: dict, prov: Provenance) -> ViolationEvent | None:
@@ -167,7 +174,8 @@ def apply_record(conn: sa.Connection, record: dict, prov: Provenance) -> Violati
     elif kind == "close_orphans":
         count = close_orphans(conn, record["site"], record["host"], record["cameras"],
                               datetime.fromisoformat(record["before"]),
-                              datetime.fromisoformat(record["last_alive"]) if record["last_alive"] else None)
+                              datetime.fromisoformat(record["last_alive"]) if record["last_alive"] else None,
+                              record.get("evidence_expected", False))  # absent from spools of older versions
         if count:
             log.warning(kv(event="orphaned_episodes_closed", count=count, ended_at=record["last_alive"] or record["before"]))
     return None
@@ -251,7 +259,8 @@ class StoreWriter:
         last_alive = self.previous_run_alive
         self._put({"type": "close_orphans", "site": self.prov.site, "host": self.prov.host, "cameras": cameras,
                    "before": datetime.now(timezone.utc).isoformat(),
-                   "last_alive": last_alive.isoformat() if last_alive else None})
+                   "last_alive": last_alive.isoformat() if last_alive else None,
+                   "evidence_expected": self.evidence_expected})
 
     def pending(self) -> int:
         return len(self.spool) + len(self._unspooled)

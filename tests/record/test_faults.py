@@ -260,6 +260,29 @@ def test_an_episode_closed_without_its_evidence_is_reported_unless_a_failure_is_
     assert "stopped before the evidence was written" in lost.new
 
 
+@pytest.mark.parametrize("evidence_on", [True, False])
+def test_an_episode_left_open_without_its_evidence_gets_a_recorded_evidence_failure(db, tmp_path, evidence_on):
+    """A run killed within the post-roll of an episode it opened (bench/chaos.py caught it: a fall 0.9 s before
+    SIGKILL): the next start closed the orphan with a note, but no evidence outcome, unlike an episode closed in
+    time whose clip never came. With evidence recording off there is no clip to miss."""
+    upgrade(db.url)
+    spool = tmp_path / "spool" / "events.jsonl"
+    first = StoreWriter(db.url, PROV, spool, evidence_expected=evidence_on)
+    first.put(event("opened", "ep-killed"))
+    first.put(event("opened", "ep-filmed", started=T0 + 1))
+    first.put_evidence("ep-filmed", {"clip": None, "snapshot": None})
+    assert first.close(30)  # then SIGKILL: ep-killed's clip was never written
+    restart = StoreWriter(db.url, PROV, spool, evidence_expected=evidence_on)
+    restart.close_orphans()
+    assert restart.close(30)
+    outcomes = {v.row["id"]: [a["what"] for a in v.trail if a["what"].startswith("evidence")] for v in views(db)}
+    assert outcomes == {"ep-killed": ["evidence_failed"] if evidence_on else [], "ep-filmed": ["evidence"]}
+    engine = create_engine(db.url)
+    with engine.connect() as conn:
+        assert ledger.verify_evidence_recorded(conn, grace=0) == []
+    engine.dispose()
+
+
 # -- orphaned episodes --------------------------------------------------------------------------------
 
 def _closing(db, episode: str) -> dict:
