@@ -81,7 +81,8 @@ class WriterProcess:
     @staticmethod
     def _read(stream, into: list, parse) -> None:
         for line in stream:
-            into.append(parse(line))
+            if line.endswith("\n"):  # a line that SIGKILL cut short (a full pipe buffer flushed mid-print) says nothing
+                into.append(parse(line))
 
     def lines(self, word: str) -> list[list[str]]:
         return [line[1:] for line in list(self._out) if line and line[0] == word]
